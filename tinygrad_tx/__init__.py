@@ -1,0 +1,12 @@
+"""tinygrad_tx: a small, readable reverse-mode autograd tensor engine on numpy (CuPy for GPU)."""
+from .autograd import AnomalyError, detect_anomaly, is_grad_enabled, no_grad, scope
+from .backend import manual_seed, set_default_dtype
+from .tensor import Tensor, concat, stack, where
+from .gradcheck import GradcheckError, gradcheck
+from . import functional, nn, optim
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "no_grad", "gradcheck", "detect_anomaly", "concat", "stack", "where",
+           "scope", "manual_seed", "set_default_dtype", "is_grad_enabled", "AnomalyError",
+           "GradcheckError", "functional", "nn", "optim", "__version__"]

@@ -1,0 +1,219 @@
+"""The graph core: `Function` (one node of the graph), grad modes, module scopes, and the
+backward driver.
+
+A Function instance is the op node between tensors: `out.op` is the Function that made `out`,
+`out.op.parents` (also `out.parents`) the tensors it read. Subclasses implement
+`forward(*arrays, **args) -> array` and `backward(grad_out) -> grad per parent`, with the
+derivative written in the docstring (shown by the viz layer as the op's local rule).
+"""
+import contextlib
+import inspect
+
+from . import backend
+
+
+class AnomalyError(FloatingPointError):
+    """Raised under `detect_anomaly()`. `.tensor` is the offending tensor, `.op` the op."""
+
+    def __init__(self, message, tensor=None, op=None):
+        super().__init__(message)
+        self.tensor, self.op = tensor, op
+
+
+# ----------------------------------------------------------------------------- modes
+class _State:
+    grad_enabled = True
+    anomaly = False
+    scopes = []            # stack of module names, e.g. ["h", "0", "attn"]
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block ops record no graph: outputs have requires_grad=False."""
+    prev, _State.grad_enabled = _State.grad_enabled, False
+    try:
+        yield
+    finally:
+        _State.grad_enabled = prev
+
+
+def is_grad_enabled():
+    return _State.grad_enabled
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Raise AnomalyError at the first op that creates a NaN/inf in forward, or sends a
+    non-finite gradient in backward. Forward infinities are allowed when an input already had
+    one, or when the op exists to write them (masked_fill with -inf)."""
+    prev, _State.anomaly = _State.anomaly, True
+    try:
+        yield
+    finally:
+        _State.anomaly = prev
+
+
+@contextlib.contextmanager
+def scope(name):
+    """Tag every tensor created inside with this (dotted) module scope, e.g. "h.0.attn"."""
+    _State.scopes.append(str(name))
+    try:
+        yield
+    finally:
+        _State.scopes.pop()
+
+
+def current_scope():
+    return ".".join(s for s in _State.scopes if s)
+
+
+# ----------------------------------------------------------------------------- Function
+class Function:
+    """One op node. `apply` runs forward and links the output into the graph."""
+
+    allows_inf = False          # True for ops whose job is to write infinities
+
+    def __init__(self, parents, xp):
+        self.parents = parents          # the input tensors, in order
+        self.xp = xp                    # the array module (numpy or cupy)
+        self.args = {}                  # non-tensor arguments (axis, exponent, ...)
+        self.saved = ()
+        self.freed = False
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    @property
+    def rule(self):
+        """The local derivative rule, from the class docstring."""
+        return inspect.cleandoc(type(self).__doc__ or "")
+
+    def label(self):
+        """Op name with its arguments, e.g. 'Sum(axis=1)'."""
+        if not self.args:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.args.items())})"
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    @property
+    def needs_grad(self):
+        """Which parents want a gradient (ops may skip computing the others)."""
+        return tuple(p.requires_grad for p in self.parents)
+
+    @classmethod
+    def apply(cls, *tensors, **args):
+        xp = backend.array_module(*(t.data for t in tensors))
+        op = cls(tensors, xp)
+        op.args = args
+        data = op.forward(*(t.data for t in tensors), **args)
+        requires_grad = _State.grad_enabled and any(t.requires_grad for t in tensors)
+        out = type(tensors[0])._from_op(data, op if requires_grad else None, current_scope())
+        if not requires_grad:
+            op.saved, op.parents = (), ()       # nothing will call backward: drop references
+        if _State.anomaly:
+            _check_forward(op, tensors, out)
+        return out
+
+    def forward(self, *arrays, **args):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+
+def _describe(tensors):
+    return ", ".join(f"{t.name or 'tensor'}{tuple(t.shape)}" for t in tensors)
+
+
+def _check_forward(op, tensors, out):
+    if not backend.is_float(out.data) or backend.isfinite_all(out.data):
+        return
+    xp = op.xp
+    has_nan = bool(xp.isnan(out.data).any())
+    inputs_had_inf = any(backend.is_float(t.data) and not backend.isfinite_all(t.data) for t in tensors)
+    if has_nan or not (inputs_had_inf or op.allows_inf):
+        kind = "NaN" if has_nan else "inf"
+        raise AnomalyError(f"detect_anomaly: forward of {op.label()} produced {kind} "
+                           f"from inputs {_describe(tensors)}", tensor=out, op=op)
+
+
+# ----------------------------------------------------------------------------- backward
+def unbroadcast(grad, shape):
+    """Sum a gradient back to `shape`: the one place broadcasting is undone.
+    Broadcasting copies a value to many positions, so its gradient is the sum over them."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+def toposort(root):
+    """Tensors of root's graph, every tensor after its parents. Iterative: no recursion limit."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node.op is not None:
+            for p in node.op.parents:
+                if p.requires_grad and id(p) not in visited:
+                    stack.append((p, False))
+    return order
+
+
+def backward_steps(root, grad, retain_graph=False, leaves_only=False):
+    """Run backward from `root`, yielding (tensor, grad_out, op, parent_grads) per op node in
+    reverse topological order. `Tensor.backward` drains this; the viz stepper records it."""
+    order = toposort(root)
+    pending = {id(root): grad}                  # gradient flowing into each tensor, summed
+    for node in reversed(order):
+        g = pending.pop(id(node), None)
+        if g is None:
+            continue
+        if node.op is None or not leaves_only:
+            node.grad = g if node.grad is None else node.grad + g     # accumulate, never assign over
+        op = node.op
+        if op is None:
+            continue
+        if op.freed:
+            raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, "
+                               "but its saved buffers were freed after the first backward. "
+                               "Pass retain_graph=True to the first backward() call.")
+        grads = op.backward(g)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        parent_grads = []
+        for parent, pg in zip(op.parents, grads):
+            if pg is None or not parent.requires_grad:
+                parent_grads.append(None)
+                continue
+            pg = unbroadcast(pg, parent.shape)
+            if pg.shape != parent.shape:
+                raise RuntimeError(f"backward of {op.label()}: gradient shape {tuple(pg.shape)} does "
+                                   f"not match input {parent.name or 'tensor'} of shape {tuple(parent.shape)}")
+            if pg.dtype != parent.data.dtype:
+                pg = pg.astype(parent.data.dtype)
+            if _State.anomaly and backend.is_float(pg) and not backend.isfinite_all(pg):
+                raise AnomalyError(f"detect_anomaly: backward of {op.label()} produced a non-finite "
+                                   f"gradient for input {parent.name or 'tensor'}{tuple(parent.shape)} "
+                                   f"(inputs {_describe(op.parents)})", tensor=parent, op=op)
+            prev = pending.get(id(parent))
+            pending[id(parent)] = pg if prev is None else prev + pg    # reuse: gradients add
+            parent_grads.append(pg)
+        yield node, g, op, tuple(parent_grads)
+        if not retain_graph:
+            op.saved, op.freed = (), True

@@ -1,0 +1,208 @@
+"""Modules: containers of parameters with a forward. Parameters are found by walking the
+attributes (a Tensor with requires_grad is a parameter, a Module a child), so a model is just
+a class that assigns its layers in __init__. Calling a module tags every tensor it creates
+with its dotted name (e.g. "h.0.attn") for the viz layer to group by."""
+import math
+
+from . import backend
+from .autograd import scope
+from .functional import dropout, embedding, layer_norm
+from .tensor import Tensor
+
+
+def Parameter(data, name=None):
+    """A trainable leaf tensor."""
+    return Tensor(data, requires_grad=True, name=name)
+
+
+class Module:
+    training = True
+    _name = ""
+
+    def __setattr__(self, key, value):
+        if isinstance(value, Module):
+            object.__setattr__(value, "_name", key)     # the scope its tensors are tagged with
+            if isinstance(value, ModuleList) and not isinstance(value, Sequential):
+                # a ModuleList is never called itself, so its items carry the full "h.0" name
+                for i, m in enumerate(value):
+                    object.__setattr__(m, "_name", f"{key}.{i}")
+        object.__setattr__(self, key, value)
+
+    def __call__(self, *args, **kwargs):
+        with scope(self._name):
+            return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def children(self):
+        """(name, module) for the direct submodules, in assignment order."""
+        for key, value in vars(self).items():
+            if isinstance(value, Module):
+                yield key, value
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, parameter), each shared tensor once (under its first name)."""
+        seen = set()
+        stack = [(prefix, self)]
+        out = []
+        while stack:
+            pre, mod = stack.pop()
+            kids = []
+            for key, value in vars(mod).items():
+                if isinstance(value, Tensor) and value.requires_grad and id(value) not in seen:
+                    seen.add(id(value))
+                    out.append((pre + key, value))
+                elif isinstance(value, Module):
+                    kids.append((pre + key + ".", value))
+            stack.extend(reversed(kids))
+        return out
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        yield self
+        for _, child in self.children():
+            yield from child.modules()
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def num_parameters(self):
+        return sum(p.size for p in self.parameters())
+
+    def state_dict(self):
+        """name -> host numpy array copy of each parameter."""
+        return {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters in place (optimizers keep their references).
+        strict: every parameter must be given and no unknown name may appear."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, arr in state.items():
+            if name not in params:
+                continue
+            p = params[name]
+            if tuple(arr.shape) != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {tuple(arr.shape)} in the state "
+                                 f"but {p.shape} in the model")
+            p.data[...] = backend.asarray(arr, p.dtype)
+        return missing, unexpected
+
+    def __repr__(self):
+        kids = "".join(f"\n  ({k}): " + repr(m).replace("\n", "\n  ") for k, m in self.children())
+        return f"{type(self).__name__}({self.extra_repr()}{kids}{chr(10) if kids else ''})"
+
+    def extra_repr(self):
+        return ""
+
+
+def _uniform(shape, bound):
+    return backend.asarray(backend.rng().uniform(-bound, bound, shape), backend.default_dtype())
+
+
+class Linear(Module):
+    """y = x @ W + b with W (in_features, out_features): (.., in) -> (.., out).
+    Init as PyTorch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Parameter(_uniform((in_features, out_features), bound), name="weight")
+        self.bias = Parameter(_uniform((out_features,), bound), name="bias") if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight                     # (.., out)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table: ids (..) -> rows of weight (.., dim). Init N(0, 1) as PyTorch."""
+
+    def __init__(self, num_embeddings, embedding_dim):
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        w = backend.rng().standard_normal((num_embeddings, embedding_dim))
+        self.weight = Parameter(backend.asarray(w, backend.default_dtype()), name="weight")
+
+    def forward(self, ids):
+        return embedding(self.weight, ids)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """Per-token normalisation over the last axis, then weight (ones) and bias (zeros)."""
+
+    def __init__(self, dim, eps=1e-5, bias=True):
+        self.dim, self.eps = dim, eps
+        dt = backend.default_dtype()
+        self.weight = Parameter(backend.asarray([1.0] * dim, dt), name="weight")
+        self.bias = Parameter(backend.asarray([0.0] * dim, dt), name="bias") if bias else None
+
+    def forward(self, x):
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class ModuleList(Module):
+    """A list of modules, registered under "0", "1", ..."""
+
+    def __init__(self, modules=()):
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        setattr(self, str(len(self)), module)
+        return self
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return (m for _, m in self.children())
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+
+class Sequential(ModuleList):
+    """Modules applied in order: y = m_n(...m_2(m_1(x)))."""
+
+    def __init__(self, *modules):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x

@@ -1,0 +1,38 @@
+"""Matrix multiply, with numpy's rules: 2-d, 1-d vectors, and batched n-d with broadcast batch
+dims. The batch-dim gradient sum is left to the backward driver's unbroadcast."""
+from ..autograd import Function
+
+
+class MatMul(Function):
+    """Y = A @ B;  dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY
+    (shapes: A (.., M, K), B (.., K, N), Y (.., M, N); each gradient has its input's shape)"""
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"MatMul: operands must have at least 1 dim, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"MatMul: inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)} "
+                             f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
+        try:
+            self.xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"MatMul: batch dims do not broadcast: {tuple(a.shape)} @ {tuple(b.shape)}") from None
+        self.save_for_backward(a, b)
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.saved
+        # treat vectors as matrices: a (K,) -> (1, K), b (K,) -> (K, 1), and g to match
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1 and b.ndim == 1:
+            g = g.reshape(1, 1)
+        elif a.ndim == 1:
+            g = g[..., None, :]
+        elif b.ndim == 1:
+            g = g[..., None]
+        need_a, need_b = self.needs_grad
+        ga = g @ b2.swapaxes(-1, -2) if need_a else None    # (.., M, K); a vector's (.., 1, K) sums to (K,)
+        gb = a2.swapaxes(-1, -2) @ g if need_b else None    # (.., K, N)
+        if gb is not None and b.ndim == 1:
+            gb = gb[..., 0]                                 # (.., K, 1) -> (.., K); unbroadcast sums the rest
+        return ga, gb

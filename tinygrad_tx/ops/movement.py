@@ -1,0 +1,97 @@
+"""Ops that move data without arithmetic: reshape, permute, indexing, concat, stack.
+Their backward moves the gradient back the same way."""
+from ..autograd import Function
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape;  dL/dx = dL/dy reshaped back to x's shape"""
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise ValueError(f"Reshape: cannot reshape {tuple(x.shape)} ({x.size} elements) "
+                             f"into {tuple(shape)}") from None
+
+    def backward(self, g):
+        return g.reshape(self.in_shape)
+
+
+class Permute(Function):
+    """y = x with axes reordered by `axes`;  dL/dx = dL/dy with the inverse permutation"""
+    def forward(self, x, axes):
+        if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+            raise ValueError(f"Permute: {tuple(axes)} is not a permutation of the {x.ndim} axes of {tuple(x.shape)}")
+        self.inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i] % x.ndim))
+        return x.transpose(axes)
+
+    def backward(self, g):
+        return g.transpose(self.inverse)
+
+
+def _is_basic(index):
+    """Basic numpy indexing (ints, slices, None, ...) selects each element at most once."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index];  dL/dx = zeros with dL/dy scatter-ADDED at the indexed positions
+    (an index repeated k times, as in an embedding lookup, receives the sum of its k gradients)"""
+    def forward(self, x, index):
+        self.in_shape, self.dtype = x.shape, x.dtype
+        try:
+            return x[index]
+        except IndexError as e:
+            raise IndexError(f"GetItem: index {self._index_repr()} is invalid for shape {tuple(x.shape)}: {e}") from None
+
+    def backward(self, g):
+        index = self.args["index"]
+        grad = self.xp.zeros(self.in_shape, dtype=self.dtype)
+        if _is_basic(index):
+            grad[index] = g
+        else:
+            self.xp.add.at(grad, index, g)
+        return grad
+
+    def _index_repr(self):
+        parts = self.args["index"] if isinstance(self.args["index"], tuple) else (self.args["index"],)
+        return "[" + ", ".join(f"array{tuple(p.shape)}" if hasattr(p, "shape") else repr(p) for p in parts) + "]"
+
+    def label(self):
+        return f"GetItem{self._index_repr()}"
+
+
+class Concat(Function):
+    """y = concat(x_1..x_n, axis);  dL/dx_i = the slice of dL/dy that x_i filled"""
+    def forward(self, *xs, axis=0):
+        shapes = [tuple(x.shape) for x in xs]
+        ndim = xs[0].ndim
+        if any(x.ndim != ndim for x in xs) or not -ndim <= axis < ndim:
+            raise ValueError(f"Concat: cannot concatenate shapes {shapes} along axis {axis}")
+        ax = axis % ndim
+        if any(s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:] for s in shapes):
+            raise ValueError(f"Concat: shapes {shapes} differ outside axis {axis}")
+        self.sizes = [s[ax] for s in shapes]
+        return self.xp.concatenate(xs, axis=ax)
+
+    def backward(self, g):
+        ax = self.args["axis"] % g.ndim
+        cuts, total = [], 0
+        for n in self.sizes[:-1]:
+            total += n
+            cuts.append(total)
+        return tuple(self.xp.split(g, cuts, axis=ax))
+
+
+class Stack(Function):
+    """y = stack(x_1..x_n, axis) (a new axis);  dL/dx_i = dL/dy taken at position i of that axis"""
+    def forward(self, *xs, axis=0):
+        shapes = [tuple(x.shape) for x in xs]
+        if len(set(shapes)) != 1:
+            raise ValueError(f"Stack: all shapes must be equal, got {shapes}")
+        return self.xp.stack(xs, axis=axis)
+
+    def backward(self, g):
+        ax = self.args["axis"] % g.ndim
+        return tuple(self.xp.take(g, i, axis=ax) for i in range(len(self.parents)))

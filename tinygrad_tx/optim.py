@@ -1,0 +1,138 @@
+"""Optimizers with PyTorch's update rules, updating parameter arrays in place."""
+import math
+
+from . import backend
+
+
+class Optimizer:
+    """Holds param_groups (each a dict with "params" and its hyperparameters) and per-parameter
+    state. Pass a list of tensors, or a list of dicts to give groups their own settings."""
+
+    def __init__(self, params, defaults):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for g in groups:
+            group = {**defaults, **g, "params": list(g["params"])}
+            for p in group["params"]:
+                if not p.requires_grad:
+                    raise ValueError(f"{type(self).__name__}: parameter {p.name or p.shape} does not require grad")
+            self.param_groups.append(group)
+        self.state = {}                       # id(param) -> dict of arrays and counters
+
+    @property
+    def lr(self):
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        for g in self.param_groups:
+            g["lr"] = value
+
+    def params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self):
+        for p in self.params():
+            p.grad = None
+
+    def state_dict(self):
+        """{"param_groups": hyperparameters per group, "state": {index: {name: array or number}}}
+        with parameters numbered in group order (as PyTorch does)."""
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        state = {}
+        for i, p in enumerate(self.params()):
+            if id(p) in self.state:
+                state[i] = {k: (backend.to_numpy(v).copy() if backend.is_array(v) else v)
+                            for k, v in self.state[id(p)].items()}
+        return {"param_groups": groups, "state": state}
+
+    def load_state_dict(self, sd):
+        if len(sd["param_groups"]) != len(self.param_groups):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: {len(sd['param_groups'])} groups in the "
+                             f"state, {len(self.param_groups)} in the optimizer")
+        for g, saved in zip(self.param_groups, sd["param_groups"]):
+            g.update(saved)
+        params = self.params()
+        self.state = {}
+        for i, st in sd["state"].items():
+            p = params[int(i)]
+            self.state[id(p)] = {k: (backend.asarray(v, p.dtype) if hasattr(v, "shape") and v.ndim else v)
+                                 for k, v in st.items()}
+
+
+class SGD(Optimizer):
+    """p <- p - lr * v, with v = momentum * v + (g + weight_decay * p) (v = g + wd p at step 1)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    def step(self):
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad + wd * p.data if wd else p.grad
+                if mu:
+                    st = self.state.setdefault(id(p), {})
+                    if "momentum_buffer" not in st:
+                        st["momentum_buffer"] = d.copy()
+                    else:
+                        st["momentum_buffer"] *= mu
+                        st["momentum_buffer"] += d
+                    d = st["momentum_buffer"]
+                p.data -= lr * d
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's exact order:
+        p <- p * (1 - lr * wd)
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)"""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                xp = backend.array_module(p.data)
+                st = self.state.setdefault(id(p), {})
+                if not st:
+                    st.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+                st["step"] += 1
+                t, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
+                if wd:
+                    p.data *= 1 - lr * wd
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t)
+                denom += eps
+                p.data -= (lr / (1 - b1 ** t)) * (m / denom)
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale all gradients together so their global L2 norm is at most max_norm (as
+    torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6)). Returns the norm
+    before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    if not math.isfinite(total):
+        raise FloatingPointError(f"clip_grad_norm_: the gradient norm is {total} (non-finite gradients)")
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for p in params:
+            if p.grad is not None:
+                p.grad = p.grad * p.grad.dtype.type(coef)
+    return total

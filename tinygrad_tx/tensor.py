@@ -1,0 +1,275 @@
+"""Tensor: an array plus the graph links autograd needs.
+
+Graph fields (read by the viz layer): `op` is the Function node that produced this tensor
+(None for a leaf), `parents` its input tensors, `op_name` a readable name, `scope` the module
+that created it ("h.0.attn"). Shapes in comments use one convention throughout the project:
+B batch, T time (sequence), C channels (n_embd), H heads, hs head size (C // H), V vocab.
+"""
+import math
+
+from . import backend
+from .autograd import backward_steps, current_scope
+from .ops import (Add, Sub, Mul, Div, Neg, Pow, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Erf,
+                  Sum, Max, MatMul, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where)
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "name", "op", "scope", "__weakref__")
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = backend.asarray(data, dtype)
+        if requires_grad and not backend.is_float(self.data):
+            raise TypeError(f"Tensor: only float tensors can require grad, got dtype {self.data.dtype}"
+                            + (f" (name {name!r})" if name else ""))
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self.op = None
+        self.scope = current_scope()
+
+    @classmethod
+    def _from_op(cls, data, op, scope):
+        out = cls.__new__(cls)
+        out.data = data if backend.is_array(data) else backend.asarray(data, getattr(data, "dtype", None))
+        out.grad, out.name, out.scope = None, None, scope
+        out.op = op
+        out.requires_grad = op is not None
+        return out
+
+    # ------------------------------------------------------------------ graph fields
+    @property
+    def parents(self):
+        return self.op.parents if self.op is not None else ()
+
+    @property
+    def op_name(self):
+        return self.op.label() if self.op is not None else None
+
+    @property
+    def is_leaf(self):
+        return self.op is None
+
+    # ------------------------------------------------------------------ array facts
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def numpy(self):
+        """The values as a numpy array (a copy on the host for GPU tensors)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: only a tensor with one element can be converted, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self):
+        """The same values, cut from the graph (no gradient flows through)."""
+        return Tensor._from_op(self.data, None, current_scope())
+
+    def zero_grad(self):
+        self.grad = None
+
+    def __repr__(self):
+        parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
+        if self.op is not None:
+            parts.append(f"op={self.op_name}")
+        if self.name:
+            parts.append(f"name={self.name!r}")
+        if self.requires_grad and self.op is None:
+            parts.append("requires_grad=True")
+        if self.size <= 8:
+            parts.insert(0, str(backend.to_numpy(self.data).tolist()))
+        return f"Tensor({', '.join(parts)})"
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, grad=None, retain_graph=False, leaves_only=False):
+        """Backpropagate from this tensor: every tensor in its graph that requires grad gets
+        (accumulates into) `.grad`. `leaves_only=True` keeps `.grad` on leaves only (faster
+        training, less memory). `retain_graph=True` keeps saved buffers for a second backward."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no graph was recorded: "
+                               "were its inputs created with requires_grad=True, outside no_grad()?)")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward: called on a non-scalar tensor of shape {self.shape} "
+                                   "without grad; pass grad= of the same shape (or reduce to a scalar first)")
+            grad = backend.array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, self.dtype)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad of shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
+        for _ in backward_steps(self, grad, retain_graph=retain_graph, leaves_only=leaves_only):
+            pass
+
+    # ------------------------------------------------------------------ arithmetic
+    def _lift(self, other):
+        """Python scalars and arrays become constant tensors (a float keeps this tensor's dtype)."""
+        if isinstance(other, Tensor):
+            return other
+        dtype = self.dtype if backend.is_float(self.data) and isinstance(other, (int, float)) else None
+        return Tensor(other, dtype=dtype)
+
+    def __add__(self, o): return Add.apply(self, self._lift(o))
+    def __radd__(self, o): return Add.apply(self._lift(o), self)
+    def __sub__(self, o): return Sub.apply(self, self._lift(o))
+    def __rsub__(self, o): return Sub.apply(self._lift(o), self)
+    def __mul__(self, o): return Mul.apply(self, self._lift(o))
+    def __rmul__(self, o): return Mul.apply(self._lift(o), self)
+    def __truediv__(self, o): return Div.apply(self, self._lift(o))
+    def __rtruediv__(self, o): return Div.apply(self._lift(o), self)
+    def __neg__(self): return Neg.apply(self)
+    def __matmul__(self, o): return MatMul.apply(self, self._lift(o))
+    def __rmatmul__(self, o): return MatMul.apply(self._lift(o), self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("pow: the exponent must be a Python number (use exp/log for tensor exponents)")
+        return Pow.apply(self, exponent=exponent)
+
+    def __rpow__(self, base):
+        return (self * math.log(base)).exp()         # base^x = exp(x log base)
+
+    # ------------------------------------------------------------------ elementwise
+    def exp(self): return Exp.apply(self)
+    def log(self): return Log.apply(self)
+    def sqrt(self): return Sqrt.apply(self)
+    def tanh(self): return Tanh.apply(self)
+    def sigmoid(self): return Sigmoid.apply(self)
+    def relu(self): return Relu.apply(self)
+    def erf(self): return Erf.apply(self)
+
+    def gelu(self, approximate="none"):
+        """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+        "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation."""
+        if approximate == "none":
+            return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
+        if approximate == "tanh":
+            inner = math.sqrt(2 / math.pi) * (self + 0.044715 * self ** 3)
+            return 0.5 * self * (1 + inner.tanh())
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False): return Sum.apply(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        """mean = sum / n, n the number of elements reduced over."""
+        axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+        n = math.prod(self.shape[a] for a in axes)
+        return self.sum(axis=axis, keepdims=keepdims) / n
+
+    def var(self, axis=None, keepdims=False):
+        """Biased variance: mean((x - mean(x))^2), dividing by n (as layer norm uses)."""
+        centered = self - self.mean(axis=axis, keepdims=True)
+        return (centered ** 2).mean(axis=axis, keepdims=keepdims)
+
+    def softmax(self, axis=-1):
+        """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), m = max(x): subtracting the max
+        changes nothing mathematically and keeps exp from overflowing. m is detached: the
+        result does not depend on it, so no gradient needs to flow through it."""
+        e = (self - self.max(axis=axis, keepdims=True).detach()).exp()
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def log_softmax(self, axis=-1):
+        """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
+        z = self - self.max(axis=axis, keepdims=True).detach()
+        return z - z.exp().sum(axis=axis, keepdims=True).log()
+
+    def argmax(self, axis=-1):
+        """Index of the max (no gradient: an integer tensor)."""
+        return Tensor(backend.array_module(self.data).argmax(self.data, axis=axis))
+
+    # ------------------------------------------------------------------ movement
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return Reshape.apply(self, shape=shape)
+
+    def transpose(self, *axes):
+        """Permute axes (numpy semantics); no axes reverses them. For swapping two axes use swapaxes."""
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return Permute.apply(self, axes=axes or tuple(reversed(range(self.ndim))))
+
+    permute = transpose
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def swapaxes(self, a, b):
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = axes[b], axes[a]
+        return Permute.apply(self, axes=tuple(axes))
+
+    def __getitem__(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
+        parts = tuple(backend.asarray(p) if isinstance(p, list) else p for p in parts)
+        return GetItem.apply(self, index=parts if isinstance(index, tuple) else parts[0])
+
+    def split(self, size_or_sizes, axis=0):
+        """Split along an axis: an int is the chunk size (the last chunk may be smaller), a list
+        gives each chunk's size (as torch.split)."""
+        n = self.shape[axis]
+        if isinstance(size_or_sizes, int):
+            if size_or_sizes <= 0:
+                raise ValueError(f"split: chunk size must be positive, got {size_or_sizes}")
+            sizes = [min(size_or_sizes, n - s) for s in range(0, n, size_or_sizes)]
+        else:
+            sizes = list(size_or_sizes)
+            if sum(sizes) != n:
+                raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but axis {axis} has length {n}")
+        pieces, start = [], 0
+        lead = (slice(None),) * (axis % self.ndim)
+        for s in sizes:
+            pieces.append(self[lead + (slice(start, start + s),)])
+            start += s
+        return pieces
+
+    def masked_fill(self, mask, value):
+        """Positions where mask is True become `value` (may be -inf); they pass no gradient."""
+        mask = mask if isinstance(mask, Tensor) else Tensor(mask)
+        return MaskedFill.apply(self, mask, value=value)
+
+
+def concat(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat: needs at least one tensor")
+    return Concat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    """Join same-shaped tensors along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor")
+    return Stack.apply(*tensors, axis=axis)
+
+
+def where(cond, a, b):
+    """Elementwise choice: a where cond is True, else b (a, b tensors or numbers)."""
+    cond = cond if isinstance(cond, Tensor) else Tensor(cond)
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    lift = like._lift if like is not None else Tensor
+    return Where.apply(cond, lift(a), lift(b))
