@@ -57,16 +57,17 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     return y
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x, p=0.5, training=True, generator=None):
     """Zero each element with probability p and scale the rest by 1/(1-p), so the expected
-    value is unchanged ('inverted dropout'). Identity when not training or p == 0."""
+    value is unchanged ('inverted dropout'). Identity when not training or p == 0.
+    The mask comes from `generator` (a numpy Generator) or the engine's seeded one."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
         return x
     if p == 1:
         return x * 0.0
-    keep = backend.rng().random(x.shape) >= p
+    keep = (generator or backend.rng()).random(x.shape) >= p
     scale = backend.array_module(x.data).asarray(keep / (1 - p), dtype=x.dtype)
     return x * Tensor(scale)
 
