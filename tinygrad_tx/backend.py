@@ -20,12 +20,17 @@ def array_module(*arrays):
     return numpy
 
 
+def xp():
+    """The array module of the default device, for building constants (masks, tables)."""
+    return numpy
+
+
 def asarray(data, dtype=None):
     """Any list, scalar or array -> a backend array. Floats default to the default dtype."""
     if dtype is not None:
         return numpy.asarray(data, dtype=numpy.dtype(dtype))
     arr = numpy.asarray(data)
-    if arr.dtype.kind == "f" and not isinstance(data, numpy.ndarray):
+    if arr.dtype.kind == "f" and not isinstance(data, (numpy.ndarray, numpy.generic)):
         arr = arr.astype(_default_dtype)      # Python floats/lists: float32 unless asked
     return arr
 
@@ -64,6 +69,15 @@ def manual_seed(seed):
 
 def rng():
     return _rng
+
+
+def get_rng_state():
+    """The global generator's state as a JSON-able dict (for checkpoints)."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state):
+    _rng.bit_generator.state = state
 
 
 def rng_for_seed(seed):

@@ -50,7 +50,8 @@ class Module:
             pre, mod = stack.pop()
             kids = []
             for key, value in vars(mod).items():
-                if isinstance(value, Tensor) and value.requires_grad and id(value) not in seen:
+                # parameters are trainable LEAVES; an intermediate kept for inspection is not one
+                if isinstance(value, Tensor) and value.requires_grad and value.op is None and id(value) not in seen:
                     seen.add(id(value))
                     out.append((pre + key, value))
                 elif isinstance(value, Module):
@@ -61,10 +62,14 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module ("" ) and every descendant, depth first."""
+        yield prefix.rstrip("."), self
+        for key, child in self.children():
+            yield from child.named_modules(prefix + key + ".")
+
     def modules(self):
-        yield self
-        for _, child in self.children():
-            yield from child.modules()
+        return (m for _, m in self.named_modules())
 
     def train(self, mode=True):
         for m in self.modules():

@@ -59,7 +59,7 @@ class Optimizer:
         self.state = {}
         for i, st in sd["state"].items():
             p = params[int(i)]
-            self.state[id(p)] = {k: (backend.asarray(v, p.dtype) if hasattr(v, "shape") and v.ndim else v)
+            self.state[id(p)] = {k: (backend.asarray(v, p.dtype).copy() if hasattr(v, "shape") and v.ndim else v)
                                  for k, v in st.items()}
 
 
@@ -124,6 +124,7 @@ def clip_grad_norm_(params, max_norm):
     """Scale all gradients together so their global L2 norm is at most max_norm (as
     torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6)). Returns the norm
     before clipping."""
+    params = list(params)                   # a generator would be used up by the next line
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0

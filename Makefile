@@ -1,0 +1,43 @@
+# Everything runs inside ./.venv, created on first use; only `python3` is needed beforehand.
+#   make demo       install the package and run the engine's gradient self-check (`tx gradcheck`)
+#   make test       install with test extras and run the whole test suite (2 xdist workers)
+#   make test-fast  the same, skipping tests marked slow
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test test-fast clean FORCE
+
+demo: $(VENV)/.installed
+	$(BIN)/tx gradcheck
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n 2
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: reinstall only when pyproject.toml changes, the set of top-level packages
+# changes (an editable install maps only the packages that existed when it ran, so a new
+# package such as transformer/ needs one), or the venv is recreated.
+$(VENV)/.installed: pyproject.toml $(VENV)/.packages
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.packages
+	$(PIP) -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+# Rewritten (new mtime) only when the list of */__init__.py differs from last time.
+PACKAGES := $(sort $(wildcard */__init__.py))
+$(VENV)/.packages: FORCE | $(BIN)/python
+	@echo '$(PACKAGES)' | cmp -s - $@ || echo '$(PACKAGES)' > $@
+
+FORCE:
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis

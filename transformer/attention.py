@@ -1,0 +1,96 @@
+"""Scaled dot-product attention and multi-head attention, from engine primitives.
+
+Shapes: B batch, T time, C = n_embd, H heads, hs = C // H head size; Tq/Tk query/key lengths.
+Attention is a soft key/value lookup: each query is compared with every key (a dot product),
+softmax turns the scores into weights that sum to 1, and the output is the weighted sum of the
+values. The T x T score matrix is why attention costs O(T^2)."""
+import math
+
+from tinygrad_tx import Tensor, concat, nn
+
+from .masks import causal_mask, combine_masks
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
+    """softmax(q k^T / sqrt(hs)) v. Returns (output (.., Tq, hs), weights (.., Tq, Tk)).
+
+    mask: boolean, True = blocked, broadcastable to (.., Tq, Tk). Blocked scores are set to -inf
+    BEFORE the softmax, so their weight is exactly 0 and they pass exactly 0 gradient.
+    Dividing by sqrt(hs): for random q, k with unit-variance entries, q.k has variance hs, so
+    unscaled scores grow like sqrt(hs) and saturate the softmax (tiny gradients).
+    dropout: optional callable applied to the weights before they mix the values."""
+    hs = q.shape[-1]
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))   # (.., Tq, Tk)
+    if mask is None:
+        weights = scores.softmax(axis=-1)                          # (.., Tq, Tk)
+        return (dropout(weights) if dropout else weights) @ v, weights
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    # A row with EVERY key blocked (e.g. a query at a padding position) would be softmax of
+    # all -inf = 0/0 = NaN. We leave such rows unmasked for the softmax and then zero their
+    # weights: the output there is 0 and no gradient flows through them.
+    dead = mask.all(axis=-1, keepdims=True)                        # (.., Tq, 1)
+    scores = scores.masked_fill(mask & ~dead, float("-inf"))       # (.., Tq, Tk)
+    weights = scores.softmax(axis=-1)
+    if dead.any():
+        weights = weights.masked_fill(dead, 0.0)
+    return (dropout(weights) if dropout else weights) @ v, weights   # (.., Tq, hs), (.., Tq, Tk)
+
+
+def split_heads(x, n_head):
+    """(B, T, C) -> (B, H, T, hs): each head sees its own hs-wide slice of the channels."""
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
+
+
+def merge_heads(y):
+    """(B, H, T, hs) -> (B, T, C): concatenate the heads' outputs along channels."""
+    B, H, T, hs = y.shape
+    return y.transpose(0, 2, 1, 3).reshape(B, T, H * hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """H attention heads computed at once. Self-attention: one fused projection c_attn (C, 3C)
+    makes q|k|v; cross-attention (`cross=True`): c_q (C, C) on the decoder stream and c_kv
+    (C, 2C) on the encoder output ("memory"). c_proj (C, C) is W_O, mixing the heads."""
+
+    def __init__(self, n_embd, n_head, causal=False, cross=False, bias=True, dropout=0.0):
+        if n_embd % n_head:
+            raise ValueError(f"MultiHeadAttention: n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_embd, self.n_head, self.causal, self.cross = n_embd, n_head, causal, cross
+        if cross:
+            self.c_q = nn.Linear(n_embd, n_embd, bias=bias)
+            self.c_kv = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+        else:
+            self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.weights = None            # the last attention weights (B, H, Tq, Tk), for plots
+
+    def forward(self, x, memory=None, mask=None, cache=None):
+        """x (B, T, C); memory (B, Tk, C) for cross-attention; mask True = blocked, broadcast to
+        (B, H, T, Tk); cache: a dict holding past "k", "v" (B, H, Tpast, hs), extended in place
+        (self-attention only; used by generation)."""
+        C = self.n_embd
+        if self.cross:
+            if memory is None:
+                raise ValueError("MultiHeadAttention(cross=True): forward needs the encoder output `memory`")
+            q = self.c_q(x)                                            # (B, T, C)
+            k, v = self.c_kv(memory).split(C, axis=-1)                 # (B, Tk, C) each
+        else:
+            q, k, v = self.c_attn(x).split(C, axis=-1)                 # (B, T, C) each
+        q = split_heads(q, self.n_head)                                # (B, H, T, hs)
+        k = split_heads(k, self.n_head)                                # (B, H, Tk, hs)
+        v = split_heads(v, self.n_head)                                # (B, H, Tk, hs)
+        past = 0
+        if cache is not None:
+            if "k" in cache:
+                past = cache["k"].shape[2]
+                k = concat([cache["k"], k], axis=2)                    # (B, H, Tpast + T, hs)
+                v = concat([cache["v"], v], axis=2)
+            cache["k"], cache["v"] = k, v
+        if self.causal:
+            mask = combine_masks(causal_mask(q.shape[2], offset=past), mask)   # (T, past + T) | mask
+        drop = self.attn_dropout if self.attn_dropout.p and self.training else None
+        y, self.weights = scaled_dot_product_attention(q, k, v, mask, drop)    # (B, H, T, hs)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))         # (B, T, C)
