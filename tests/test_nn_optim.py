@@ -159,6 +159,33 @@ def test_scope_tags_module_outputs(model):
     assert model.h[1].attn_out.scope == "h.1.attn"
 
 
+def test_scope_tags_items_appended_after_assignment():
+    class Net(Module):
+        def __init__(self):
+            self.h = ModuleList()
+            self.h.append(Block(3))
+
+        def forward(self, x):
+            return self.h[0](x)
+
+    net = Net()
+    net(Tensor(np.ones((1, 3))))
+    assert net.h[0].attn_out.scope == "h.0.attn"
+
+
+def test_scope_tags_nested_module_lists():
+    class Net(Module):
+        def __init__(self):
+            self.h = ModuleList([ModuleList([Block(3)])])
+
+        def forward(self, x):
+            return self.h[0][0](x)
+
+    net = Net()
+    net(Tensor(np.ones((1, 3))))
+    assert net.h[0][0].attn_out.scope == "h.0.0.attn"
+
+
 def test_scope_tags_sequential_items():
     class Net(Module):
         def __init__(self):

@@ -21,11 +21,9 @@ class Module:
 
     def __setattr__(self, key, value):
         if isinstance(value, Module):
-            object.__setattr__(value, "_name", key)     # the scope its tensors are tagged with
-            if isinstance(value, ModuleList) and not isinstance(value, Sequential):
-                # a ModuleList is never called itself, so its items carry the full "h.0" name
-                for i, m in enumerate(value):
-                    object.__setattr__(m, "_name", f"{key}.{i}")
+            # a ModuleList is never called itself, so its items carry its name: "h.0"
+            prefix = self._name if _is_plain_list(self) else ""
+            _set_scope_name(value, f"{prefix}.{key}" if prefix else key)
         object.__setattr__(self, key, value)
 
     def __call__(self, *args, **kwargs):
@@ -114,6 +112,18 @@ class Module:
 
     def extra_repr(self):
         return ""
+
+
+def _is_plain_list(module):
+    return isinstance(module, ModuleList) and not isinstance(module, Sequential)
+
+
+def _set_scope_name(module, name):
+    """The scope a module's tensors are tagged with; a plain ModuleList passes it to its items."""
+    object.__setattr__(module, "_name", name)
+    if _is_plain_list(module):
+        for key, child in module.children():
+            _set_scope_name(child, f"{name}.{key}")
 
 
 def _uniform(shape, bound):

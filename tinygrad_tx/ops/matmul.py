@@ -3,6 +3,14 @@ dims. The batch-dim gradient sum is left to the backward driver's unbroadcast.""
 from ..autograd import Function
 
 
+def _mm(a, b):
+    """a @ b; a stack of matrices times ONE matrix is done as a single large GEMM
+    ((.., M, K) -> (rows, K)), which BLAS runs far faster than a loop of small ones."""
+    if b.ndim == 2 and a.ndim > 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return a @ b
+
+
 class MatMul(Function):
     """Y = A @ B;  dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY
     (shapes: A (.., M, K), B (.., K, N), Y (.., M, N); each gradient has its input's shape)"""
@@ -17,7 +25,7 @@ class MatMul(Function):
         except ValueError:
             raise ValueError(f"MatMul: batch dims do not broadcast: {tuple(a.shape)} @ {tuple(b.shape)}") from None
         self.save_for_backward(a, b)
-        return a @ b
+        return _mm(a, b)
 
     def backward(self, g):
         a, b = self.saved
@@ -31,8 +39,13 @@ class MatMul(Function):
         elif b.ndim == 1:
             g = g[..., None]
         need_a, need_b = self.needs_grad
-        ga = g @ b2.swapaxes(-1, -2) if need_a else None    # (.., M, K); a vector's (.., 1, K) sums to (K,)
-        gb = a2.swapaxes(-1, -2) @ g if need_b else None    # (.., K, N)
+        ga = _mm(g, b2.swapaxes(-1, -2)) if need_a else None   # (.., M, K); a vector's (.., 1, K) sums to (K,)
+        gb = None
+        if need_b and b2.ndim == 2 and a2.ndim > 2:
+            # one B shared by the whole batch: sum_batch A_i^T G_i = (all rows of A)^T (all rows of G)
+            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])   # (K, N)
+        elif need_b:
+            gb = a2.swapaxes(-1, -2) @ g                        # (.., K, N)
         if gb is not None and b.ndim == 1:
-            gb = gb[..., 0]                                 # (.., K, 1) -> (.., K); unbroadcast sums the rest
+            gb = gb[..., 0]                                     # (.., K, 1) -> (.., K); unbroadcast sums the rest
         return ga, gb
