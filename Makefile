@@ -13,10 +13,10 @@ demo: $(VENV)/.installed
 	$(BIN)/tx gradcheck
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

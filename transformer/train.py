@@ -103,13 +103,19 @@ class Trainer:
         if meta["model_config"] != self.model.config.to_dict():
             raise CheckpointError(f"--resume: the checkpoint's model config {meta['model_config']} differs "
                                   f"from the requested {self.model.config.to_dict()}")
+        # everything but max_iters must match, or the resumed run is not the same run
+        saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["train_config"].items()}
+        changed = [k for k, v in self.cfg.to_dict().items() if k != "max_iters" and saved.get(k) != v]
+        if changed:
+            raise CheckpointError(f"--resume: training settings differ from the checkpoint's: "
+                                  + ", ".join(f"{k} {saved.get(k)} -> {getattr(self.cfg, k)}" for k in changed))
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(optim_state)
         self.rng.bit_generator.state = meta["batch_rng"]
         backend.set_rng_state(meta["engine_rng"])
         self.step, self.elapsed_before = meta["step"], meta["elapsed"]
-        if self.metrics_path.exists():                                  # drop evals past the checkpoint
-            lines = [l for l in self.metrics_path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
+        if self.metrics_path.exists():             # drop evals from the checkpoint's step on: run() redoes that one
+            lines = [l for l in self.metrics_path.read_text().splitlines() if l and json.loads(l)["step"] < self.step]
             self.metrics_path.write_text("".join(l + "\n" for l in lines))
 
     def save(self, elapsed):
