@@ -2,13 +2,18 @@
 
     tx --version
     tx gradcheck [--op NAME ...]
+    tx graph PRESET [--out FILE] [--collapse N]
+    tx step PRESET [--all] [--out DIR]
+    tx explore PRESET [--out FILE.html]
 
 Installed as a console script by `pip install -e .` (see pyproject.toml). This module sits at
 the top of the dependency chain (tinygrad_tx <- transformer <- viz <- cli): it may import any
 of them, and none of them imports it.
 """
+import contextlib
 import difflib
 import pathlib
+import sys
 
 import click
 import numpy as np
@@ -17,6 +22,8 @@ import tinygrad_tx
 from tinygrad_tx import selfcheck
 from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, generate, load_model
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
+from viz import examples as viz_examples
+from viz import explore, format_step, frame_graph, render, trace_backward
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -211,6 +218,146 @@ def seq2seq(steps, batch_size, max_len, seed, progress):
 def _digits(tokens):
     return "".join(str(int(t) - DIGIT0) for t in tokens if int(t) >= DIGIT0) if len(tokens) else ""
 
+
+# ---- viz: graph / step / explore
+GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
+COLLAPSE_HELP = ("Fold module scopes deeper than N levels into one box each (0: draw every node; "
+                 "default: the preset's own, 2 for gpt).")
+
+
+def _preset_loss(name, seed, backward):
+    """The loss tensor of a viz.examples preset; unknown name -> one-line error listing them."""
+    presets = viz_examples.PRESETS
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise OneLineUsageError(f"unknown preset {name!r}; {hint}valid names: {', '.join(presets)}")
+    return presets[name](seed=seed, backward=backward)
+
+
+def _collapse_for(name, collapse):
+    if collapse is None:
+        return getattr(viz_examples, "DEFAULT_COLLAPSE", {}).get(name)
+    return collapse or None
+
+
+def _preset_title(name):
+    doc = (viz_examples.PRESETS[name].__doc__ or "").strip()
+    return f"{name}: {doc.splitlines()[0]}" if doc else name
+
+
+@contextlib.contextmanager
+def _viz_errors():
+    """Drawing problems (too many nodes, no Graphviz, unwritable file) -> one line, exit 1."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError) as e:
+        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+@main.command("graph", epilog="""\b
+Examples:
+  tx graph neuron                           writes neuron.svg: every op, value and gradient
+  tx graph attention --out attn.png         the format follows the extension
+  tx graph gpt --collapse 1 --format pdf    each top-level module folded into one box""")
+@click.argument("preset")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default: PRESET.FORMAT).")
+@click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS), default=None,
+              help="Output format (default: from --out's extension, else svg).")
+@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--values/--no-values", default=True, show_default=True,
+              help="Show values and gradients inside the tensor boxes.")
+@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="LR", show_default=True,
+              help="Layout direction: left to right or top to bottom.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+def graph_cmd(preset, out, fmt, collapse, values, rankdir, seed):
+    """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
+    gradient in red), one node per op, modules grouped by scope. PRESET is one of the examples
+    in viz/examples.py (neuron, mlp, attention, layernorm, gpt, ...)."""
+    suffix = pathlib.Path(out).suffix.lower().lstrip(".") if out else ""
+    if out is None:
+        fmt = fmt or "svg"
+        out = f"{preset}.{fmt}"
+    elif suffix in GRAPH_FORMATS:
+        if fmt and fmt != suffix:
+            raise OneLineUsageError(f"--format {fmt} does not match the extension of --out {out!r}")
+        fmt = suffix
+    elif fmt:
+        out = f"{out}.{fmt}"
+    else:
+        raise OneLineUsageError(f"--out {out!r}: cannot tell the format; end it with "
+                                f"{', '.join('.' + f for f in GRAPH_FORMATS)} or pass --format")
+    loss = _preset_loss(preset, seed, backward=True)
+    with _viz_errors():
+        path = render(loss, out, rankdir=rankdir, show_values=values, collapse=_collapse_for(preset, collapse),
+                      title=_preset_title(preset))
+    click.echo(f"wrote {path}")
+
+
+@main.command("step", epilog="""\b
+Examples:
+  tx step neuron                 one backward step per Enter (q + Enter stops)
+  tx step attention --all        print every step at once
+  tx step mlp --out frames/      also write frames/frame_000.svg, ... one per step""")
+@click.argument("preset")
+@click.option("--all", "show_all", is_flag=True,
+              help="Print every step without pausing (the default when stdin is not a terminal).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write one SVG per step into DIR: the current op in red, finished ones green.")
+@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+def step_cmd(preset, show_all, out_dir, collapse, seed):
+    """Step through the backward pass of PRESET one op at a time, from the loss back to the
+    inputs: the gradient arriving at each op's output, what it sends to each input, and the
+    local rule that turns one into the other."""
+    loss = _preset_loss(preset, seed, backward=False)
+    with _viz_errors():
+        steps = trace_backward(loss)
+        if out_dir:
+            folder = pathlib.Path(out_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(len(steps)):
+                render(frame_graph(loss, steps, i, collapse=_collapse_for(preset, collapse), max_nodes=None),
+                       folder / f"frame_{i:03d}.svg")
+            click.echo(f"wrote {len(steps)} frames to {folder}/frame_000.svg ...")
+    interactive = not show_all and sys.stdin.isatty()
+    click.echo(f"{_preset_title(preset)}\n{len(steps)} backward steps"
+               + ("  (Enter: next step, q then Enter: stop)" if interactive else ""))
+    for i, s in enumerate(steps):
+        click.echo("")
+        click.echo(format_step(s, len(steps)))
+        if interactive and i < len(steps) - 1:
+            line = sys.stdin.readline()
+            if not line:                           # stdin closed: print the rest
+                interactive = False
+            elif line.strip().lower() in ("q", "quit"):
+                return
+    click.echo("\ndone: every tensor now holds its .grad, as after loss.backward()")
+
+
+@main.command("explore", epilog="""\b
+Examples:
+  tx explore attention                     writes attention.html; open it in a browser
+  tx explore gpt --out gpt.html            larger graphs fold modules into boxes (--collapse)""")
+@click.argument("preset")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
+@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="LR", show_default=True,
+              help="Layout direction: left to right or top to bottom.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+def explore_cmd(preset, out, collapse, rankdir, seed):
+    """Write one self-contained HTML page (works offline) to step through the backward pass of
+    PRESET: Prev/Next or the arrow keys move from op to op, the current op is outlined in red,
+    and clicking a node shows its value and its gradient at that step."""
+    out = out or f"{preset}.html"
+    if pathlib.Path(out).suffix.lower() not in (".html", ".htm"):
+        raise OneLineUsageError(f"--out {out!r}: the explorer writes an HTML page; end the name with .html")
+    loss = _preset_loss(preset, seed, backward=False)
+    with _viz_errors():
+        path = explore(loss, out, title=_preset_title(preset), collapse=_collapse_for(preset, collapse),
+                       rankdir=rankdir)
+    click.echo(f"wrote {path}: open it in a browser")
 
 if __name__ == "__main__":
     main()

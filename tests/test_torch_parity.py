@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
-from tinygrad_tx import Tensor, backend  # noqa: E402
+from tinygrad_tx import Tensor, backend, fused_ops  # noqa: E402
 from tinygrad_tx.selfcheck import CASES, make_inputs, _ids, _mask  # noqa: E402  (the cases' own index/mask data)
 
 # forward and gradient tolerances (atol = rtol) per dtype
@@ -133,6 +133,7 @@ TORCH = {
     "layer_norm":           lambda x, w, b: TF.layer_norm(x, (6,), w, b, eps=1e-5),
     "embedding":            lambda w: TF.embedding(_t(_ids((2, 5), 4)), w),
     "dropout":              _torch_dropout,
+    "to_device":            lambda a: a.to("cpu") * a,
 }
 
 
@@ -140,11 +141,14 @@ def test_every_case_has_a_torch_counterpart():
     assert set(TORCH) == set(CASES)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_case_parity(name, dtype):
+def test_case_parity(name, dtype, fused):
+    """Both implementations (composed from primitives, and tinygrad_tx.fused_ops()) match torch."""
     _, our_fn, specs = CASES[name]
-    helper_test_op(specs, our_fn, TORCH[name], dtype=dtype)
+    with fused_ops(fused):
+        helper_test_op(specs, our_fn, TORCH[name], dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- ties and stability

@@ -24,6 +24,7 @@ class AnomalyError(FloatingPointError):
 class _State:
     grad_enabled = True
     anomaly = False
+    fused = False
     scopes = []            # stack of module names, e.g. ["h", "0", "attn"]
 
 
@@ -51,6 +52,23 @@ def detect_anomaly():
         yield
     finally:
         _State.anomaly = prev
+
+
+@contextlib.contextmanager
+def fused_ops(enabled=True):
+    """THE switch between the two implementations of softmax, log_softmax, cross_entropy,
+    layer_norm, gelu, embedding and the attention softmax. Off (the default): composed from
+    primitives, so a drawn graph shows every step. On: one fused op each with a hand-derived
+    backward (tinygrad_tx/ops/fused.py): same values, much faster. Training turns it on."""
+    prev, _State.fused = _State.fused, enabled
+    try:
+        yield
+    finally:
+        _State.fused = prev
+
+
+def is_fused():
+    return _State.fused
 
 
 @contextlib.contextmanager
@@ -93,7 +111,9 @@ class Function:
         """Op name with its arguments, e.g. 'Sum(axis=1)'."""
         if not self.args:
             return self.name
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.args.items())})"
+        def show(v):
+            return f"array{tuple(v.shape)}" if getattr(v, "ndim", 0) else repr(v)
+        return f"{self.name}({', '.join(f'{k}={show(v)}' for k, v in self.args.items())})"
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -105,7 +125,11 @@ class Function:
 
     @classmethod
     def apply(cls, *tensors, **args):
-        xp = backend.array_module(*(t.data for t in tensors))
+        try:
+            xp = backend.array_module(*(t.data for t in tensors))
+        except backend.DeviceError:
+            raise backend.DeviceError(f"{cls.__name__}: inputs are on different devices: " + ", ".join(
+                f"{t.name or 'tensor'}{tuple(t.shape)} on {backend.device_of(t.data)}" for t in tensors)) from None
         op = cls(tensors, xp)
         op.args = args
         data = op.forward(*(t.data for t in tensors), **args)

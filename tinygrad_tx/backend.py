@@ -1,47 +1,132 @@
 """The array backend: the ONE place that knows which array library holds the data.
 
 Every op gets its array functions from the module returned by `array_module(...)` (stored on
-the op as `self.xp`), never by importing numpy itself. Today that is numpy; CuPy plugs in here.
+the op as `self.xp`), never by importing numpy itself: numpy for "cpu" arrays, CuPy for "gpu"
+arrays. CuPy is imported only when a GPU is asked for, so the engine imports fast without it.
 
 Also here: the default float dtype (float32; float64 is kept when asked for), the random
 generator used for initialisation and dropout, and `erf` (numpy has none).
 """
+import ctypes
+import ctypes.util
 import math
+import os
 
 import numpy
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "gpu")
 _default_dtype = numpy.dtype(numpy.float32)
 _rng = numpy.random.default_rng(0)
+_default_device = os.environ.get("TX_DEVICE", "cpu")    # checked on first use, not at import
+_cupy = None
+
+
+class DeviceError(RuntimeError):
+    """A device that cannot be used, or tensors on different devices in one op."""
+
+
+def _check_device(device):
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; expected one of {DEVICES}")
+    return device
+
+
+def cupy_module():
+    """CuPy, imported on first use so that importing the engine never needs it."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError:
+            raise DeviceError("device 'gpu' needs CuPy: pip install 'tinygrad_tx[gpu-cuda12]' "
+                              "(or [gpu-cuda13] for CUDA 13)") from None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:                     # CUDA driver missing or broken
+            raise DeviceError(f"device 'gpu': CuPy is installed but CUDA is not usable ({e})") from None
+        if count == 0:
+            raise DeviceError("device 'gpu': CuPy is installed but no CUDA device is visible")
+        _cupy = cupy
+    return _cupy
+
+
+def gpu_available():
+    try:
+        cupy_module()
+        return True
+    except DeviceError:
+        return False
+
+
+def module_for(device):
+    """The array library of a device: numpy for "cpu", cupy for "gpu"."""
+    return numpy if _check_device(device) == "cpu" else cupy_module()
+
+
+def device_of(arr):
+    return "cpu" if type(arr) is numpy.ndarray or not type(arr).__module__.startswith("cupy") else "gpu"
 
 
 def array_module(*arrays):
-    """The array library (numpy-compatible module) that owns these arrays."""
-    return numpy
+    """The array library (numpy-compatible module) that owns these arrays. Raises DeviceError
+    when they live on different devices."""
+    if all(type(a) is numpy.ndarray for a in arrays):
+        return numpy
+    devices = {device_of(a) for a in arrays}
+    if len(devices) > 1:
+        raise DeviceError(f"arrays on different devices: {' and '.join(sorted(devices))}")
+    return module_for(devices.pop())
 
 
-def xp():
-    """The array module of the default device, for building constants (masks, tables)."""
-    return numpy
+def default_device():
+    return _check_device(_default_device)
 
 
-def asarray(data, dtype=None):
-    """Any list, scalar or array -> a backend array. Floats default to the default dtype."""
-    if dtype is not None:
-        return numpy.asarray(data, dtype=numpy.dtype(dtype))
-    arr = numpy.asarray(data)
-    if arr.dtype.kind == "f" and not isinstance(data, (numpy.ndarray, numpy.generic)):
-        arr = arr.astype(_default_dtype)      # Python floats/lists: float32 unless asked
-    return arr
+def set_default_device(device):
+    """Device of new tensors and parameters: "cpu" or "gpu" (also the env var TX_DEVICE)."""
+    global _default_device
+    if _check_device(device) == "gpu":
+        cupy_module()                     # fail now, with the reason, rather than at first use
+    _default_device = device
+
+
+def xp(device=None):
+    """The array module of a device (default: the default device), for building constants."""
+    return module_for(device or default_device())
+
+
+def asarray(data, dtype=None, device=None):
+    """Any list, scalar or array -> a backend array on `device` (default: the device the array
+    is on; the default device for Python data). Python floats become the default dtype;
+    numpy arrays keep theirs."""
+    on_gpu = is_array(data) and device_of(data) == "gpu"
+    if device is None:
+        device = "gpu" if on_gpu else "cpu" if is_array(data) else default_device()
+    if on_gpu:
+        arr = data if dtype is None else data.astype(numpy.dtype(dtype), copy=False)
+    elif dtype is not None:
+        arr = numpy.asarray(data, dtype=numpy.dtype(dtype))
+    else:
+        arr = numpy.asarray(data)
+        if arr.dtype.kind == "f" and not isinstance(data, (numpy.ndarray, numpy.generic)):
+            arr = arr.astype(_default_dtype)      # Python floats/lists: float32 unless asked
+    return to_device(arr, device)
+
+
+def to_device(arr, device):
+    """The same values on another device (a no-op when already there)."""
+    if device_of(arr) == _check_device(device):
+        return arr
+    return to_numpy(arr) if device == "cpu" else cupy_module().asarray(arr)
 
 
 def is_array(x):
-    return isinstance(x, numpy.ndarray)
+    return isinstance(x, numpy.ndarray) or type(x).__module__.startswith("cupy")
 
 
 def to_numpy(arr):
     """A host (numpy) copy of a backend array, for printing, saving and drawing."""
-    return numpy.asarray(arr)
+    return arr.get() if device_of(arr) == "gpu" else numpy.asarray(arr)
 
 
 def default_dtype():
@@ -98,8 +183,32 @@ _erf_scalar = numpy.frompyfunc(math.erf, 1, 1)
 
 def erf(x):
     """Gauss error function, elementwise, in the dtype of x (exact to double precision)."""
+    if device_of(x) == "gpu":
+        from cupyx.scipy.special import erf as cupy_erf     # only reached with CuPy present
+        return cupy_erf(x).astype(x.dtype, copy=False)
     try:
         from scipy.special import erf as scipy_erf     # optional: fast vectorised erf
     except ImportError:                                # pragma: no cover - scipy is a dependency
         return _erf_scalar(x).astype(x.dtype)
     return scipy_erf(x).astype(x.dtype, copy=False)
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed large blocks in the heap instead of returning them to the OS.
+
+    By default glibc serves every allocation over M_MMAP_THRESHOLD (128 KiB, adapted upward
+    at runtime) with fresh pages from mmap and unmaps them on free, so each large temporary
+    of a training step pays page faults again. Raising the mmap and trim thresholds lets
+    the step reuse the same memory. Called by the training loop and the benchmark (never at
+    import). Returns True where applied (Linux with glibc), False elsewhere."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(libc_name).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)           # glibc's maximum on 64-bit
+    ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)        # keep up to 1 GiB of free heap
+    return bool(ok)

@@ -2,11 +2,14 @@
 graph shows every step (their backward is just the chain rule through those ops)."""
 
 from . import backend
+from .autograd import is_fused
+from .ops import fused
 from .tensor import Tensor, where
 
 
-def _int_array(ids, opname):
+def _int_array(ids, opname, device):
     arr = ids.data if isinstance(ids, Tensor) else backend.asarray(ids)
+    arr = backend.to_device(arr, device)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{opname}: indices must be integers, got dtype {arr.dtype}")
     return arr
@@ -18,7 +21,7 @@ def cross_entropy(logits, targets, ignore_index=None):
     logits (..., V), targets (...) integers. loss = -mean_n log_softmax(logits_n)[y_n] over the
     positions whose target is not `ignore_index`. Its gradient w.r.t. the logits works out to
     (softmax(logits) - onehot(y)) / N: the chain rule through log_softmax and the pick."""
-    t = _int_array(targets, "cross_entropy")
+    t = _int_array(targets, "cross_entropy", logits.device)
     V = logits.shape[-1]
     if tuple(t.shape) != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: targets of shape {tuple(t.shape)} do not match logits "
@@ -33,10 +36,12 @@ def cross_entropy(logits, targets, ignore_index=None):
     if bad.any():
         raise ValueError(f"cross_entropy: target values {sorted(set(t[bad].tolist()))[:5]} are out of range "
                          f"for {V} classes")
+    if is_fused():
+        return fused.CrossEntropy.apply(logits.reshape(-1, V), targets=t, valid=valid)
     logp = logits.reshape(-1, V).log_softmax(axis=-1)               # (N, V)
     picked = logp[xp.arange(t.shape[0]), xp.where(valid, t, 0)]     # (N,) log p of each target
     if n_valid < t.shape[0]:
-        picked = picked.masked_fill(Tensor(~valid), 0.0)            # ignored positions add nothing
+        picked = picked.masked_fill(~valid, 0.0)            # ignored positions add nothing
     return -picked.sum() / n_valid
 
 
@@ -45,6 +50,8 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     positions or batch items), then scale and shift:
         y = (x - mean) / sqrt(var + eps) * weight + bias
     with the biased variance and eps inside the sqrt, as PyTorch defines it."""
+    if is_fused() and weight is not None and bias is not None:
+        return fused.LayerNorm.apply(x, weight, bias, eps=eps)
     mu = x.mean(axis=-1, keepdims=True)                 # (..., 1)
     xc = x - mu                                         # (..., C)
     var = (xc ** 2).mean(axis=-1, keepdims=True)        # (..., 1) biased
@@ -68,17 +75,19 @@ def dropout(x, p=0.5, training=True, generator=None):
     if p == 1:
         return x * 0.0
     keep = (generator or backend.rng()).random(x.shape) >= p
-    scale = backend.array_module(x.data).asarray(keep / (1 - p), dtype=x.dtype)
+    scale = backend.asarray(keep / (1 - p), x.dtype, x.device)       # mask drawn on the host
     return x * Tensor(scale)
 
 
 def embedding(weight, ids):
     """Row lookup: out[..., :] = weight[ids[...], :]. Backward scatter-adds into the rows used
     (a token appearing k times gets the sum of its k gradients)."""
-    arr = _int_array(ids, "embedding")
+    arr = _int_array(ids, "embedding", weight.device)
     num = weight.shape[0]
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= num):
         raise IndexError(f"embedding: ids must be in [0, {num}), got min {int(arr.min())} max {int(arr.max())}")
+    if is_fused() and weight.ndim == 2:
+        return fused.Embedding.apply(weight, ids=arr)
     return weight[arr]
 
 

@@ -81,6 +81,17 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def to(self, device):
+        """Move every parameter and buffer (tensor attribute) to "cpu" or "gpu", in place, so an
+        optimizer built on the parameters keeps working. Returns self."""
+        for m in self.modules():
+            for value in vars(m).values():
+                if isinstance(value, Tensor):
+                    value.data = backend.to_device(value.data, device)
+                    if value.grad is not None:
+                        value.grad = backend.to_device(value.grad, device)
+        return self
+
     def num_parameters(self):
         return sum(p.size for p in self.parameters())
 
@@ -103,7 +114,7 @@ class Module:
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {tuple(arr.shape)} in the state "
                                  f"but {p.shape} in the model")
-            p.data[...] = backend.asarray(arr, p.dtype)
+            p.data[...] = backend.asarray(arr, p.dtype, backend.device_of(p.data))
         return missing, unexpected
 
     def __repr__(self):

@@ -59,7 +59,7 @@ class Optimizer:
         self.state = {}
         for i, st in sd["state"].items():
             p = params[int(i)]
-            self.state[id(p)] = {k: (backend.asarray(v, p.dtype).copy() if hasattr(v, "shape") and v.ndim else v)
+            self.state[id(p)] = {k: (backend.asarray(v, p.dtype, p.device).copy() if hasattr(v, "shape") and v.ndim else v)
                                  for k, v in st.items()}
 
 

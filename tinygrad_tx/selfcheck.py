@@ -8,6 +8,7 @@ import time
 from . import backend, functional as F
 from .tensor import Tensor, concat, stack, where
 from .gradcheck import max_gradient_error
+from .ops import ToDevice
 
 
 def make_inputs(specs, seed=0, dtype="float64"):
@@ -102,6 +103,8 @@ CASES = {
     "layer_norm":         ("layer_norm", lambda x, w, b: F.layer_norm(x, w, b), [((2, 3, 6), N), ((6,), N), ((6,), N)]),
     "embedding":          ("embedding", lambda w: F.embedding(w, _ids((2, 5), 4)), [((4, 3), N)]),
     "dropout":            ("dropout", _dropout, [((4, 5), N)]),
+    # the op behind Tensor.to(device); on one device it copies, and moves the gradient back
+    "to_device":          ("ToDevice", lambda a: ToDevice.apply(a, device=a.device) * a, [((3, 4), N)]),
 }
 
 

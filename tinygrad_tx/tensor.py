@@ -8,18 +8,21 @@ B batch, T time (sequence), C channels (n_embd), H heads, hs head size (C // H),
 import math
 
 from . import backend
-from .autograd import backward_steps, current_scope
+from .autograd import backward_steps, current_scope, is_fused
+from .ops import fused
 from .ops import (Add, Sub, Mul, Div, Neg, Pow, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Erf,
-                  Sum, Max, MatMul, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where)
+                  Sum, Max, MatMul, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where, ToDevice)
 
 
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "name", "op", "scope", "__weakref__")
 
-    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+    def __init__(self, data, requires_grad=False, dtype=None, name=None, device=None):
         if isinstance(data, Tensor):
             data = data.data
-        self.data = backend.asarray(data, dtype)
+        if device is None:      # GPU arrays stay on the GPU; everything else goes to the default device
+            device = "gpu" if backend.is_array(data) and backend.device_of(data) == "gpu" else backend.default_device()
+        self.data = backend.asarray(data, dtype, device)
         if requires_grad and not backend.is_float(self.data):
             raise TypeError(f"Tensor: only float tensors can require grad, got dtype {self.data.dtype}"
                             + (f" (name {name!r})" if name else ""))
@@ -63,6 +66,18 @@ class Tensor:
     @property
     def dtype(self):
         return self.data.dtype
+
+    @property
+    def device(self):
+        """"cpu" (numpy) or "gpu" (CuPy)."""
+        return backend.device_of(self.data)
+
+    def to(self, device):
+        """This tensor on another device; differentiable (the gradient moves back)."""
+        return self if device == self.device else ToDevice.apply(self, device=device)
+
+    def cpu(self):
+        return self.to("cpu")
 
     @property
     def size(self):
@@ -115,7 +130,7 @@ class Tensor:
                                    "without grad; pass grad= of the same shape (or reduce to a scalar first)")
             grad = backend.array_module(self.data).ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, self.dtype)
+            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, self.dtype, self.device)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad of shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
         for _ in backward_steps(self, grad, retain_graph=retain_graph, leaves_only=leaves_only):
@@ -127,7 +142,7 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         dtype = self.dtype if backend.is_float(self.data) and isinstance(other, (int, float)) else None
-        return Tensor(other, dtype=dtype)
+        return Tensor(other, dtype=dtype, device=self.device)
 
     def __add__(self, o): return Add.apply(self, self._lift(o))
     def __radd__(self, o): return Add.apply(self._lift(o), self)
@@ -161,6 +176,8 @@ class Tensor:
     def gelu(self, approximate="none"):
         """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
         "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation."""
+        if approximate in ("none", "tanh") and is_fused():
+            return fused.Gelu.apply(self, approximate=approximate)
         if approximate == "none":
             return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
         if approximate == "tanh":
@@ -187,11 +204,15 @@ class Tensor:
         """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), m = max(x): subtracting the max
         changes nothing mathematically and keeps exp from overflowing. m is detached: the
         result does not depend on it, so no gradient needs to flow through it."""
+        if is_fused():
+            return fused.Softmax.apply(self, axis=axis)
         e = (self - self.max(axis=axis, keepdims=True).detach()).exp()
         return e / e.sum(axis=axis, keepdims=True)
 
     def log_softmax(self, axis=-1):
         """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
+        if is_fused():
+            return fused.LogSoftmax.apply(self, axis=axis)
         z = self - self.max(axis=axis, keepdims=True).detach()
         return z - z.exp().sum(axis=axis, keepdims=True).log()
 
@@ -223,7 +244,8 @@ class Tensor:
     def __getitem__(self, index):
         parts = index if isinstance(index, tuple) else (index,)
         parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
-        parts = tuple(backend.asarray(p) if isinstance(p, list) else p for p in parts)
+        parts = tuple(backend.asarray(p, device=self.device) if isinstance(p, list) or backend.is_array(p) else p
+                      for p in parts)
         return GetItem.apply(self, index=parts if isinstance(index, tuple) else parts[0])
 
     def split(self, size_or_sizes, axis=0):
@@ -247,7 +269,7 @@ class Tensor:
 
     def masked_fill(self, mask, value):
         """Positions where mask is True become `value` (may be -inf); they pass no gradient."""
-        mask = mask if isinstance(mask, Tensor) else Tensor(mask)
+        mask = mask if isinstance(mask, Tensor) else Tensor(mask, device=self.device)
         return MaskedFill.apply(self, mask, value=value)
 
 
@@ -269,7 +291,7 @@ def stack(tensors, axis=0):
 
 def where(cond, a, b):
     """Elementwise choice: a where cond is True, else b (a, b tensors or numbers)."""
-    cond = cond if isinstance(cond, Tensor) else Tensor(cond)
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    cond = cond if isinstance(cond, Tensor) else Tensor(cond, device=like.device if like is not None else None)
     lift = like._lift if like is not None else Tensor
     return Where.apply(cond, lift(a), lift(b))

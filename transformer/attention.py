@@ -6,7 +6,8 @@ softmax turns the scores into weights that sum to 1, and the output is the weigh
 values. The T x T score matrix is why attention costs O(T^2)."""
 import math
 
-from tinygrad_tx import Tensor, concat, nn
+from tinygrad_tx import Tensor, concat, is_fused, nn
+from tinygrad_tx.ops.fused import MaskedSoftmax
 
 from .masks import causal_mask, combine_masks
 
@@ -20,6 +21,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     unscaled scores grow like sqrt(hs) and saturate the softmax (tiny gradients).
     dropout: optional callable applied to the weights before they mix the values."""
     hs = q.shape[-1]
+    if is_fused():      # one op: scale, mask, softmax (dead rows give 0), hand-derived backward
+        mask = mask.data if isinstance(mask, Tensor) else mask
+        weights = MaskedSoftmax.apply(q @ k.swapaxes(-1, -2), mask=mask, scale=1.0 / math.sqrt(hs))
+        return (dropout(weights) if dropout else weights) @ v, weights
     scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))   # (.., Tq, Tk)
     if mask is None:
         weights = scores.softmax(axis=-1)                          # (.., Tq, Tk)

@@ -3,7 +3,7 @@ optional KV cache (each step then feeds only the newest token; its logits equal 
 uncached ones)."""
 import numpy as np
 
-from tinygrad_tx import Tensor, backend, no_grad
+from tinygrad_tx import Tensor, backend, fused_ops, no_grad
 
 
 def sample_next(logits, temperature=1.0, top_k=None, rng=None):
@@ -37,7 +37,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None, 
     model.eval()
     caches = None
     try:
-        with no_grad():
+        with no_grad(), fused_ops():
             for _ in range(max_new_tokens):
                 if use_cache and caches is not None and idx.shape[1] <= block:
                     logits = model(idx[:, -1:], caches=caches)           # newest token only

@@ -4,7 +4,7 @@ exact-match accuracy on held-out strings tells whether the model learned the rul
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinygrad_tx import backend, optim
+from tinygrad_tx import backend, fused_ops, optim
 
 from .seq2seq import Transformer, TransformerConfig
 from .train import lr_at, TrainConfig
@@ -60,6 +60,11 @@ def train_reverse(steps=1500, batch_size=64, min_len=1, max_len=8, seed=0, n_eva
     cfg = config or TransformerConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, block_size=max_len + 1,
                                       n_layer=2, n_head=4, n_embd=64, pad_id=PAD)
     model = Transformer(cfg)
+    with fused_ops():
+        return _train(model, cfg, steps, batch_size, min_len, max_len, seed, n_eval, progress, rng)
+
+
+def _train(model, cfg, steps, batch_size, min_len, max_len, seed, n_eval, progress, rng):
     sched = TrainConfig(max_iters=steps, lr=3e-3, warmup_iters=min(100, steps // 10))
     opt = optim.AdamW(model.parameters(), lr=sched.lr, betas=(0.9, 0.98), weight_decay=0.0)
     losses = []

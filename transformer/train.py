@@ -10,7 +10,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinygrad_tx import backend, no_grad, optim
+from tinygrad_tx import backend, fused_ops, no_grad, optim
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .gpt import GPT, GPTConfig
@@ -145,6 +145,11 @@ class Trainer:
         return loss.item()
 
     def run(self):
+        backend.keep_freed_memory()
+        with fused_ops():           # the training path: fused ops with hand-derived backward
+            return self._run()
+
+    def _run(self):
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start   # noqa: E731
         bar = _progress(self.cfg.max_iters, self.step, self.progress)

@@ -11,11 +11,12 @@ a drawing can group or collapse them. Everything is seeded: the same seed gives 
 numbers. Shapes: B batch, T time, C channels, H heads, hs head size, V vocab.
 """
 import contextlib
+import functools
 import math
 
 import numpy as np
 
-from tinygrad_tx import Tensor, backend, functional as F, scope
+from tinygrad_tx import Tensor, backend, functional as F, fused_ops, scope
 from transformer import GPT, Block, GPTConfig, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
 
@@ -30,6 +31,16 @@ def _seeded(seed):
         yield
     finally:
         backend.set_rng_state(state)
+
+
+def _composed(builder):
+    """Build with the fused ops switched off, whatever the caller's mode: the point of a preset
+    is to show every primitive step (softmax, layer norm, cross-entropy, GELU) in the graph."""
+    @functools.wraps(builder)
+    def build_composed(seed=0, backward=True):
+        with fused_ops(False):
+            return builder(seed=seed, backward=backward)
+    return build_composed
 
 
 def _tensor(arr, name, requires_grad=True):
@@ -56,6 +67,20 @@ def _name(t, name):
         t.name = name
 
 
+def _name_softmax(weights):
+    """Name the steps of Tensor.softmax behind `weights` = e / sum(e), e = exp(z - max z)."""
+    if weights.op is None or weights.op.name != "Div":
+        return
+    e, total = weights.parents
+    _name(total, "sum(e)")
+    if e.op is not None and e.op.name == "Exp":
+        _name(e, "e = exp(z - max)")
+        shifted = e.parents[0]
+        if shifted.op is not None and shifted.op.name == "Sub":
+            _name(shifted, "z - max")
+            _name(shifted.parents[1], "max (detached)")
+
+
 def _name_attention(root):
     """Name the pieces of every scaled dot-product attention in root's graph, found by shape of
     the graph: MaskedFill(-inf) reads (scores, mask); scores = (q @ kT) * 1/sqrt(hs); kT is k
@@ -78,8 +103,16 @@ def _name_attention(root):
                     if kT.op is not None and kT.op.name == "Permute":
                         _name(kT.parents[0], "k")
         if t.op.name == "MatMul" and t.parents[0].name == "weights":
+            _name_softmax(t.parents[0])
             _name(t.parents[1], "v")
             _name(t, "y")
+
+
+def _dot(a, b):
+    """sum(a * b): a fixed random `b` makes every entry of `a` matter to the loss (dL/da = b)."""
+    prod = a * b
+    prod.name = f"{a.name}*{b.name}"
+    return prod.sum()
 
 
 def _finish(loss, backward):
@@ -90,6 +123,7 @@ def _finish(loss, backward):
 
 
 # ----------------------------------------------------------------------------- presets
+@_composed
 def neuron(seed=0, backward=True):
     """micrograd's neuron: o = tanh(w . x + b), with squared error (o - y)^2 against y = 1."""
     rng = np.random.default_rng(seed)
@@ -108,6 +142,7 @@ def neuron(seed=0, backward=True):
     return _finish(err ** 2, backward)
 
 
+@_composed
 def mlp(seed=0, backward=True):
     """Two-layer MLP on a batch of 4: pred = tanh(x W1 + b1) W2 + b2, MSE against y."""
     rng = np.random.default_rng(seed)
@@ -128,6 +163,7 @@ def mlp(seed=0, backward=True):
     return _finish((diff ** 2).mean(), backward)
 
 
+@_composed
 def softmax_xent(seed=0, backward=True):
     """Cross-entropy of logits (2, 4) against targets: -mean log softmax(logits)[y]."""
     rng = np.random.default_rng(seed)
@@ -145,6 +181,7 @@ def softmax_xent(seed=0, backward=True):
     return _finish(loss, backward)
 
 
+@_composed
 def masked_softmax(seed=0, backward=True):
     """Causal masked softmax: scores (3, 3) with the future set to -inf, then softmax; the loss
     is a fixed weighted sum, so the masked weights (exactly 0) get exactly 0 gradient."""
@@ -156,9 +193,11 @@ def masked_softmax(seed=0, backward=True):
     masked.name = "masked_scores"
     weights = masked.softmax(axis=-1)                                   # rows sum to 1
     weights.name = "weights"
-    return _finish((weights * target).sum(), backward)
+    _name_softmax(weights)
+    return _finish(_dot(weights, target), backward)
 
 
+@_composed
 def attention(seed=0, backward=True):
     """One causal attention head, T=4: q, k, v = x Wq, x Wk, x Wv; y = softmax(q kT / sqrt(hs)) v."""
     rng = np.random.default_rng(seed)
@@ -174,9 +213,10 @@ def attention(seed=0, backward=True):
         y, weights = scaled_dot_product_attention(q, k, v, mask=causal_mask(T))   # (T, hs), (T, T)
     y.name, weights.name = "y", "weights"
     _name_attention(y)
-    return _finish((y * upstream).sum(), backward)
+    return _finish(_dot(y, upstream), backward)
 
 
+@_composed
 def multihead(seed=0, backward=True):
     """MultiHeadAttention (C=8, H=2, causal) on x (1, 4, 8), called in scope "attn"."""
     rng = np.random.default_rng(seed)
@@ -189,9 +229,10 @@ def multihead(seed=0, backward=True):
     y.name = "out"
     mha.weights.name = "weights"                                        # (B, H, T, T)
     _name_attention(y)
-    return _finish((y * upstream).sum(), backward)
+    return _finish(_dot(y, upstream), backward)
 
 
+@_composed
 def layernorm(seed=0, backward=True):
     """Layer norm of x (2, 4, 6) over its last axis (per token), scaled and shifted."""
     rng = np.random.default_rng(seed)
@@ -212,9 +253,10 @@ def layernorm(seed=0, backward=True):
     _name(rstd, "rstd")
     _name(rstd.parents[0], "var + eps")
     _name(rstd.parents[0].parents[0], "var")
-    return _finish((y * upstream).sum(), backward)
+    return _finish(_dot(y, upstream), backward)
 
 
+@_composed
 def gpt_block(seed=0, backward=True):
     """One pre-norm transformer Block (C=8, H=2, causal) on x (1, 4, 8), in scope "h.0"."""
     rng = np.random.default_rng(seed)
@@ -227,9 +269,10 @@ def gpt_block(seed=0, backward=True):
     y.name = "out"
     block.attn.weights.name = "weights"
     _name_attention(y)
-    return _finish((y * upstream).sum(), backward)
+    return _finish(_dot(y, upstream), backward)
 
 
+@_composed
 def gpt(seed=0, backward=True):
     """A tiny GPT (2 layers, 2 heads, C=8, block_size 8, vocab 11): next-token cross-entropy
     on one sequence of 6 tokens. Scopes: wte, wpe, h.0.ln_1, h.0.attn.c_attn, h.1.mlp.c_fc, ..."""

@@ -46,7 +46,7 @@ def save(fig, path, dpi=150):
 
 
 def _np(x):
-    """Tensor or array-like -> float numpy array (a host copy)."""
+    """Tensor or array-like -> numpy array (a host copy for tensors)."""
     if isinstance(x, Tensor):
         return x.numpy()
     return np.asarray(x)
@@ -86,8 +86,7 @@ def _labels(tokens, n):
 def _heatmap(ax, data, mask, labels_q, labels_k, cmap, norm=None, vmin=None, vmax=None,
              annotate=None, fmt="{:.2f}"):
     """One (Tq, Tk) heatmap: queries down, keys across; masked cells grey and hatched."""
-    cmap = colormaps[cmap].copy()
-    cmap.set_bad(MASKED_COLOUR)
+    cmap = colormaps[cmap].with_extremes(bad=MASKED_COLOUR)
     shown = np.ma.masked_array(data, mask=mask if mask is not None else np.zeros(data.shape, bool))
     im = ax.imshow(shown, cmap=cmap, norm=norm, vmin=None if norm else vmin, vmax=None if norm else vmax,
                    interpolation="nearest", aspect="equal")
@@ -103,14 +102,14 @@ def _heatmap(ax, data, mask, labels_q, labels_k, cmap, norm=None, vmin=None, vma
     if annotate is None:
         annotate = Tq * Tk <= 64
     if annotate:
-        lo, hi = im.norm.vmin, im.norm.vmax
         for i in range(Tq):
             for j in range(Tk):
                 if mask is not None and mask[i, j]:
                     continue
-                strong = abs(im.norm(data[i, j]) - 0.5) > 0.3 if hi > lo else False
+                r, g, b, _ = cmap(im.norm(data[i, j]))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5            # white text on dark cells
                 ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if strong else "black")
+                        color="white" if dark else "black")
     return im
 
 
@@ -160,7 +159,7 @@ def attention_grid(model, idx, tokens=None, title=None):
     mask = causal_mask(T) if getattr(model.config, "causal", True) else None
     labels = _labels(tokens, T)
     fig = _figure(1.0 + 2.4 * H, 0.6 + 2.4 * len(blocks))
-    axes = fig.subplots(len(blocks, squeeze=False), H)
+    axes = fig.subplots(len(blocks), H, squeeze=False)
     im = None
     for layer, block in enumerate(blocks):
         w = _heads(block.attn.weights, "attention_grid")               # (H, T, T)
@@ -250,14 +249,22 @@ def score_gradient_heatmap(grad, tokens_q, tokens_k=None, mask=None, weights=Non
 
 
 # ----------------------------------------------------------------------------- positions
-def positional_encoding_heatmap(T=20, C=512, title=None):
-    """The sinusoidal table PE (T positions x C dims): fast waves on the left (small i), slow
-    ones to the right; even dims are sin, odd dims cos."""
+def positional_encoding_heatmap(T=20, C=512, interleaved=True, title=None):
+    """The sinusoidal table PE (T positions x C dims): fast waves at small dims, slow ones at
+    large dims; even dims are sin, odd dims cos. interleaved=False draws the sin dims first,
+    then the cos dims (the layout of many tutorials), which makes the waves easier to see."""
     table = np.asarray(sinusoidal_table(T, C))                         # (T, C)
-    fig = _figure(9, 1.5 + 0.12 * T)
+    if not interleaved:
+        table = np.concatenate([table[:, 0::2], table[:, 1::2]], axis=1)
+    fig = _figure(9, 1.8 + 0.12 * T)
     ax = fig.subplots()
     im = ax.imshow(table, cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_xlabel("embedding dimension (even: sin, odd: cos)")
+    if interleaved:
+        ax.set_xlabel("embedding dimension (even: sin, odd: cos)")
+    else:
+        ax.axvline((C + 1) // 2 - 0.5, color="black", linewidth=1)
+        ax.set_xlabel("dims 0, 2, 4, ... (sin)   |   dims 1, 3, 5, ... (cos)")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("position")
     ax.set_title(title or f"sinusoidal positional encoding ({T} positions x {C} dims)")
     fig.colorbar(im, ax=ax, label="PE[pos, dim]")
@@ -309,7 +316,7 @@ def layernorm_terms_figure(x=None, weight=None, upstream=None, eps=1e-5, seed=0,
     terms = layernorm_backward_terms(x, weight, upstream, eps)
     C = x.shape[0]
     pos = np.arange(C)
-    fig = _figure(max(6.0, 0.9 * C + 1.5), 3.8)
+    fig = _figure(max(8.0, 0.9 * C + 1.5), 4.6)
     ax = fig.subplots()
     width = 0.26
     parts = [("direct", "term 1: direct  g/sigma", "#4c72b0"),
@@ -324,7 +331,7 @@ def layernorm_terms_figure(x=None, weight=None, upstream=None, eps=1e-5, seed=0,
     ax.set_xlabel("feature")
     ax.set_ylabel("contribution to dL/dx")
     ax.set_title(title or "layer norm backward, term by term (one token)")
-    ax.legend(fontsize=7, loc="best")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3)
     return fig
 
 
@@ -348,7 +355,7 @@ def softmax_jacobian_figure(z=(1.0, 2.0, 0.5, -1.0), title=None):
     p = np.exp(z - z.max())
     p /= p.sum()
     n = len(z)
-    fig = _figure(1.8 + 0.75 * n, 1.2 + 0.7 * n)
+    fig = _figure(2.4 + 0.8 * n, 1.5 + 0.75 * n)
     ax = fig.subplots()
     bound = float(np.abs(J).max()) or 1.0
     im = ax.imshow(J, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound), interpolation="nearest")
@@ -356,11 +363,11 @@ def softmax_jacobian_figure(z=(1.0, 2.0, 0.5, -1.0), title=None):
         for j in range(n):
             ax.text(j, i, f"{J[i, j]:+.3f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(J[i, j]) > 0.6 * bound else "black")
-    ax.set_xticks(range(n), [f"z{j}\n{z[j]:.2g}" for j in range(n)])
+    ax.set_xticks(range(n), [f"z{j} = {z[j]:.2g}" for j in range(n)])
     ax.set_yticks(range(n), [f"p{i} = {p[i]:.2f}" for i in range(n)])
     ax.set_xlabel("input z_j")
     ax.set_ylabel("output p_i")
-    ax.set_title(title or "softmax Jacobian  dp_i/dz_j = diag(p) - p p^T")
+    ax.set_title(title or "softmax Jacobian\nJ = diag(p) - p p^T", fontsize=10)
     fig.colorbar(im, ax=ax, label="dp_i / dz_j")
     return fig
 
@@ -457,7 +464,9 @@ def scaling_figure(d_ks=(4, 16, 64, 256), n=2000, seed=0, n_keys=8, title=None):
     ax2.set_title(f"softmax over {n_keys} keys")
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
+        ax.set_xticks(d, [str(x) for x in d])
         ax.grid(alpha=0.3)
+    ax1.set_yticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
     fig.suptitle(title or "why divide by sqrt(d_k)")
     return fig
 

@@ -1,5 +1,6 @@
 """Ops that move data without arithmetic: reshape, permute, indexing, concat, stack.
 Their backward moves the gradient back the same way."""
+from .. import backend
 from ..autograd import Function
 
 
@@ -95,3 +96,13 @@ class Stack(Function):
     def backward(self, g):
         ax = self.args["axis"] % g.ndim
         return tuple(self.xp.take(g, i, axis=ax) for i in range(len(self.parents)))
+
+
+class ToDevice(Function):
+    """y = x copied to another device ("cpu" <-> "gpu");  dL/dx = dL/dy copied back"""
+    def forward(self, x, device):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.source)
