@@ -7,13 +7,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-fast clean FORCE
+.PHONY: demo test test-fast test-gpu clean FORCE
 
 demo: $(VENV)/.installed
 	$(BIN)/tx gradcheck
 
+# Two xdist workers on two cores: one BLAS thread each, or OpenBLAS's spinning threads contend
+# and small matmuls get several times slower.
 test: $(VENV)/.installed-test
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+
+# The GPU half of the suite (CuPy backend): needs a CUDA device and `pip install -e '.[gpu-cuda12]'`
+# (or gpu-cuda13) in the venv; without them every gpu test reports skipped.
+test-gpu: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m gpu -rs
 
 test-fast: $(VENV)/.installed-test
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not slow"

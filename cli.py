@@ -13,6 +13,8 @@ of them, and none of them imports it.
 import contextlib
 import difflib
 import pathlib
+import subprocess
+import sys
 import sys
 
 import click
@@ -97,6 +99,15 @@ def _fail(message):
     raise click.ClickException(message)
 
 
+def _check_device(device):
+    """Fail early, in one line, when the GPU cannot be used."""
+    if device == "gpu":
+        try:
+            tinygrad_tx.backend.cupy_module()
+        except tinygrad_tx.backend.DeviceError as e:
+            _fail(str(e))
+
+
 def _writable_dir(path):
     p = pathlib.Path(path)
     try:
@@ -140,9 +151,11 @@ Examples:
 @click.option("--causal/--no-causal", default=True, show_default=True,
               help="--no-causal removes the mask (to watch the future leak).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
 def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay,
           grad_clip, seed, resume, block_size, n_layer, n_head, n_embd, dropout, bias, norm, pos, activation,
-          tie_weights, causal, progress):
+          tie_weights, causal, progress, device):
     """Train a character-level GPT (nanoGPT's char recipe), printing the final val_loss.
 
     Evaluates train/val loss every --eval-interval steps on fixed batches, appends them to
@@ -157,11 +170,12 @@ def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, w
                             batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
                             grad_clip=grad_clip, seed=seed)
         out = _writable_dir(out_dir)
-        trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress)
+        _check_device(device)
+        trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress, device=device)
         click.echo(f"training {trainer.model.num_parameters():,} parameters on {len(dataset.train):,} "
                    f"characters; step {trainer.step} -> {max_iters}", err=True)
         last = trainer.run()
-    except (OSError, ValueError, CheckpointError) as e:
+    except (OSError, ValueError, CheckpointError, tinygrad_tx.backend.DeviceError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; resume from the last checkpoint with: tx train --out {out_dir} --resume")
@@ -181,10 +195,13 @@ Examples:
 @click.option("--top-k", default=None, type=click.IntRange(1), help="Sample only among the k most likely.")
 @click.option("--seed", default=1337, show_default=True, type=int)
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step (no KV cache).")
-def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache):
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
+def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device):
     """Generate text from a trained GPT checkpoint."""
     try:
-        model, tok = load_model(ckpt_dir)
+        _check_device(device)
+        model, tok = load_model(ckpt_dir, device=device)
         ids = tok.encode(prompt)
     except (CheckpointError, ValueError, OSError) as e:
         _fail(str(e))
@@ -358,6 +375,38 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
         path = explore(loss, out, title=_preset_title(preset), collapse=_collapse_for(preset, collapse),
                        rankdir=rankdir)
     click.echo(f"wrote {path}: open it in a browser")
+
+# ---- bench
+@main.command(epilog="""\b
+Examples:
+  tx bench --config baby                 our training step vs PyTorch eager, 3 alternating rounds
+  tx bench --config baby --generate      also 200-token generation with and without the KV cache
+  tx bench --device gpu                  on the GPU (CuPy) against torch CUDA""")
+@click.option("--config", type=click.Choice(["baby", "large", "both"]), default="baby", show_default=True)
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=None, type=click.IntRange(1), help="Timed steps per process.")
+@click.option("--threads", default=None, type=click.IntRange(1), help="BLAS/torch threads (default: all cores).")
+@click.option("--generate", is_flag=True, help="Also time generating 200 tokens.")
+@click.option("--no-torch", is_flag=True, help="Time only tinygrad_tx.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
+def bench(config, rounds, steps, threads, generate, no_torch, device):
+    """Time a GPT training step (forward, loss, backward, AdamW) against PyTorch eager.
+
+    Runs bench/gpt_step.py from the source checkout: each side in its own process,
+    alternating, and prints median ms/step, the ratio, peak memory and achieved GFLOP/s."""
+    script = pathlib.Path(__file__).resolve().parent / "bench" / "gpt_step.py"
+    if not script.is_file():
+        _fail(f"tx bench needs the source checkout (no {script})")
+    _check_device(device)
+    args = [sys.executable, str(script), "--config", config, "--rounds", str(rounds)]
+    args += ["--steps", str(steps)] if steps else []
+    args += ["--threads", str(threads)] if threads else []
+    args += ["--generate"] if generate else []
+    args += ["--no-torch"] if no_torch else []
+    args += ["--device", device] if device else []
+    raise SystemExit(subprocess.call(args))
+
 
 if __name__ == "__main__":
     main()

@@ -47,12 +47,13 @@ def peak_rss_mb():
 
 
 # ----------------------------------------------------------------------------- workers
-def worker_ours(c, steps, warmup, gen):
+def worker_ours(c, steps, warmup, gen, device="cpu"):
     import numpy as np
     import tinygrad_tx as tx
     from transformer import GPT, GPTConfig, TrainConfig, generate
     from transformer.train import make_optimizer
     tx.backend.keep_freed_memory()
+    tx.backend.set_default_device(device)
     tx.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
                           n_head=c["n_head"], n_embd=c["n_embd"]))
@@ -82,7 +83,7 @@ def worker_ours(c, steps, warmup, gen):
     return out
 
 
-def worker_torch(c, steps, warmup, threads):
+def worker_torch(c, steps, warmup, threads, device="cpu"):
     import torch
     import torch.nn as nn
     from torch.nn import functional as F
@@ -113,13 +114,14 @@ def worker_torch(c, steps, warmup, threads):
             self.ln_f = nn.LayerNorm(C)
 
         def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
             for b in self.h:
                 x = b(x)
             logits = self.ln_f(x) @ self.wte.weight.T            # tied lm_head
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
-    model = GPT()
+    dev = "cuda" if device == "gpu" else "cpu"
+    model = GPT().to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -127,6 +129,7 @@ def worker_torch(c, steps, warmup, threads):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, c["vocab_size"], (c["batch_size"], c["block_size"]), generator=g)
     y = torch.randint(0, c["vocab_size"], (c["batch_size"], c["block_size"]), generator=g)
+    x, y = x.to(dev), y.to(dev)
     base = rss_mb()
     times = []
     for i in range(warmup + steps):
@@ -141,11 +144,11 @@ def worker_torch(c, steps, warmup, threads):
 
 
 # ----------------------------------------------------------------------------- orchestration
-def run_worker(side, config, steps, warmup, threads, gen=False):
+def run_worker(side, config, steps, warmup, threads, gen=False, device="cpu"):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--config", config, "--steps", str(steps),
-           "--warmup", str(warmup), "--threads", str(threads)] + (["--generate"] if gen else [])
+           "--warmup", str(warmup), "--threads", str(threads), "--device", device] + (["--generate"] if gen else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if res.returncode != 0:
@@ -162,24 +165,27 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--generate", action="store_true", help="also time generating 200 tokens (ours)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy for ours, CUDA for torch")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         c = CONFIGS[a.config]
-        res = worker_ours(c, a.steps, a.warmup, a.generate) if a.worker == "ours" else worker_torch(c, a.steps, a.warmup, a.threads)
+        res = (worker_ours(c, a.steps, a.warmup, a.generate, a.device) if a.worker == "ours"
+               else worker_torch(c, a.steps, a.warmup, a.threads, a.device))
         print(json.dumps(res))
         return 0
     configs = ["baby", "large"] if a.config == "both" else [a.config]
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{a.threads} threads each side, {time.strftime('%Y-%m-%d')}, python {platform.python_version()}")
+          f"{a.threads} threads each side, device {a.device}, {time.strftime('%Y-%m-%d')}, "
+          f"python {platform.python_version()}")
     rows = []
     for name in configs:
         steps = a.steps or (20 if name == "baby" else 5)
         ours, theirs = [], []
         for r in range(a.rounds):
-            ours.append(run_worker("ours", name, steps, a.warmup, a.threads, gen=a.generate and r == 0))
+            ours.append(run_worker("ours", name, steps, a.warmup, a.threads, a.generate and r == 0, a.device))
             if not a.no_torch:
-                theirs.append(run_worker("torch", name, steps, a.warmup, a.threads))
+                theirs.append(run_worker("torch", name, steps, a.warmup, a.threads, device=a.device))
         rows.append((name, ours, theirs))
     print_table(rows)
     return 0

@@ -22,11 +22,18 @@ def rng():
     return np.random.default_rng(0)
 
 
+GPU = backend.gpu_available()
+# every backend, for tests parametrised over devices: GPU cases show as skipped without CuPy/CUDA
+DEVICES = ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu,
+                                             pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA device")])]
+
+
 @pytest.fixture(autouse=True)
 def _restore_engine_state():
-    """Tests may change the default dtype or the global seed: put both back afterwards so no
-    test depends on the order (or the xdist worker) it runs in."""
-    dtype = backend.default_dtype()
+    """Tests may change the default dtype, device or the global seed: put them back afterwards
+    so no test depends on the order (or the xdist worker) it runs in."""
+    dtype, device = backend.default_dtype(), backend._default_device
     yield
     backend.set_default_dtype(dtype)
+    backend._default_device = device
     backend.manual_seed(0)

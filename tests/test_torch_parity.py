@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
 from tinygrad_tx import Tensor, backend, fused_ops  # noqa: E402
+from conftest import DEVICES  # noqa: E402
 from tinygrad_tx.selfcheck import CASES, make_inputs, _ids, _mask  # noqa: E402  (the cases' own index/mask data)
 
 # forward and gradient tolerances (atol = rtol) per dtype
@@ -141,14 +142,17 @@ def test_every_case_has_a_torch_counterpart():
     assert set(TORCH) == set(CASES)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_case_parity(name, dtype, fused):
-    """Both implementations (composed from primitives, and tinygrad_tx.fused_ops()) match torch."""
+def test_case_parity(name, dtype, fused, device):
+    """Both implementations (composed from primitives, and tinygrad_tx.fused_ops()) match torch,
+    on every available device (inputs are moved there; gradients flow back through .to())."""
     _, our_fn, specs = CASES[name]
+    fn = our_fn if device == "cpu" else lambda *xs: our_fn(*(x.to(device) for x in xs)).to("cpu")
     with fused_ops(fused):
-        helper_test_op(specs, our_fn, TORCH[name], dtype=dtype)
+        helper_test_op(specs, fn, TORCH[name], dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- ties and stability

@@ -6,7 +6,7 @@ softmax turns the scores into weights that sum to 1, and the output is the weigh
 values. The T x T score matrix is why attention costs O(T^2)."""
 import math
 
-from tinygrad_tx import Tensor, concat, is_fused, nn
+from tinygrad_tx import Tensor, backend, concat, is_fused, nn
 from tinygrad_tx.ops.fused import MaskedSoftmax
 
 from .masks import causal_mask, combine_masks
@@ -21,15 +21,16 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     unscaled scores grow like sqrt(hs) and saturate the softmax (tiny gradients).
     dropout: optional callable applied to the weights before they mix the values."""
     hs = q.shape[-1]
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    if mask is not None:
+        mask = backend.to_device(mask, q.device)
     if is_fused():      # one op: scale, mask, softmax (dead rows give 0), hand-derived backward
-        mask = mask.data if isinstance(mask, Tensor) else mask
         weights = MaskedSoftmax.apply(q @ k.swapaxes(-1, -2), mask=mask, scale=1.0 / math.sqrt(hs))
         return (dropout(weights) if dropout else weights) @ v, weights
     scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))   # (.., Tq, Tk)
     if mask is None:
         weights = scores.softmax(axis=-1)                          # (.., Tq, Tk)
         return (dropout(weights) if dropout else weights) @ v, weights
-    mask = mask.data if isinstance(mask, Tensor) else mask
     # A row with EVERY key blocked (e.g. a query at a padding position) would be softmax of
     # all -inf = 0/0 = NaN. We leave such rows unmasked for the softmax and then zero their
     # weights: the output there is 0 and no gradient flows through them.
@@ -95,7 +96,7 @@ class MultiHeadAttention(nn.Module):
                 v = concat([cache["v"], v], axis=2)
             cache["k"], cache["v"] = k, v
         if self.causal:
-            mask = combine_masks(causal_mask(q.shape[2], offset=past), mask)   # (T, past + T) | mask
+            mask = combine_masks(causal_mask(q.shape[2], offset=past, device=q.device), mask)   # (T, past+T) | mask
         drop = self.attn_dropout if self.attn_dropout.p and self.training else None
         y, self.weights = scaled_dot_product_attention(q, k, v, mask, drop)    # (B, H, T, hs)
         return self.resid_dropout(self.c_proj(merge_heads(y)))         # (B, T, C)

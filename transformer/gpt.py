@@ -58,9 +58,9 @@ class TiedHead(nn.Module):
         return x @ self.tied_weight.T                                   # (B, T, V)
 
 
-def as_ids(idx, what="idx"):
-    """Integer numpy/backend array or integer Tensor -> backend int array (B, T)."""
-    arr = idx.data if isinstance(idx, Tensor) else backend.asarray(idx)
+def as_ids(idx, what="idx", device="cpu"):
+    """Integer numpy/backend array or integer Tensor -> backend int array (B, T) on `device`."""
+    arr = backend.to_device(idx.data if isinstance(idx, Tensor) else backend.asarray(idx), device)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{what}: token ids must be integers, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -89,7 +89,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, caches=None):
         """idx (B, T) int -> logits (B, T, V); with targets (B, T): (logits, loss).
         caches: one dict per layer (KV cache); positions continue after the cached length."""
-        ids = as_ids(idx)
+        ids = as_ids(idx, device=self.wte.weight.device)
         B, T = ids.shape
         past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
         if past + T > self.config.block_size:
@@ -103,14 +103,15 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))                            # (B, T, V)
         if targets is None:
             return logits
-        return logits, F.cross_entropy(logits, as_ids(targets, "targets"))
+        return logits, F.cross_entropy(logits, as_ids(targets, "targets", logits.device))
 
 
 def init_gpt_weights(model, n_layer):
-    rng, dt = backend.rng(), backend.default_dtype()
+    rng = backend.rng()
     for name, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
-            m.weight.data[...] = backend.asarray(rng.normal(0.0, std, m.weight.shape), dt)
+            w = m.weight
+            w.data[...] = backend.asarray(rng.normal(0.0, std, w.shape), w.dtype, w.device)
             if getattr(m, "bias", None) is not None:
                 m.bias.data[...] = 0

@@ -4,16 +4,16 @@ look at this key). Masks broadcast against scores of shape (B, H, Tq, Tk); they 
 from tinygrad_tx import Tensor, backend
 
 
-def causal_mask(T, offset=0):
+def causal_mask(T, offset=0, device=None):
     """(T, offset + T): query i (at absolute position offset + i) may see keys 0..offset + i.
     True above that diagonal: the future is blocked."""
-    xp = backend.xp()
+    xp = backend.xp(device)
     q = xp.arange(T)[:, None] + offset          # (T, 1) absolute query positions
     k = xp.arange(offset + T)[None, :]          # (1, Tk) key positions
     return k > q                                # (T, Tk)
 
 
-def padding_mask(lengths=None, ids=None, pad_id=None, T=None):
+def padding_mask(lengths=None, ids=None, pad_id=None, T=None, device=None):
     """(B, 1, 1, T): True at padding positions (keys that hold no token).
     Give either `lengths` (real length of each sequence, with T the padded length) or
     `ids` (B, T) with `pad_id`."""
@@ -24,6 +24,7 @@ def padding_mask(lengths=None, ids=None, pad_id=None, T=None):
             raise ValueError("padding_mask: pass pad_id together with ids")
         pad = ids == pad_id                                      # (B, T)
     elif lengths is not None:
+        xp = backend.xp(device)
         lengths = xp.asarray(lengths)
         T = int(lengths.max()) if T is None else T
         if int(lengths.max()) > T:

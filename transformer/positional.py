@@ -10,7 +10,7 @@ def sinusoidal_table(T, C):
     """(T, C) table: PE[pos, 2i] = sin(pos / 10000^(2i/C)), PE[pos, 2i+1] = cos(pos / 10000^(2i/C)).
     Wavelengths grow geometrically from 2pi to 10000 * 2pi. For a fixed offset k each (sin, cos)
     pair is rotated by the angle k * w_i, so PE(pos + k) is a linear map of PE(pos)."""
-    xp = backend.xp()
+    xp = backend.xp("cpu")                      # built once on the host; the module moves it
     pos = xp.arange(T, dtype="float64")[:, None]                          # (T, 1)
     freq = xp.exp(-math.log(10000.0) * xp.arange(0, C, 2) / C)            # (ceil(C/2),) = 1 / 10000^(2i/C)
     table = xp.zeros((T, C), dtype="float64")

@@ -78,14 +78,14 @@ class Transformer(nn.Module):
 
     def encode(self, src):
         """src (B, S) -> memory (B, S, C) and the source padding mask (B, 1, 1, S)."""
-        src = as_ids(src, "src")
+        src = as_ids(src, "src", self.lm_head.weight.device)
         src_mask = padding_mask(ids=src, pad_id=self.config.pad_id)
         return self.encoder(src, src_mask), src_mask
 
     def decode(self, tgt_in, memory, src_mask):
         """tgt_in (B, T) -> logits (B, T, V). Self-attention is causal (inside the blocks) and
         also blocks padded target keys; cross-attention blocks padded source keys."""
-        tgt_in = as_ids(tgt_in, "tgt_in")
+        tgt_in = as_ids(tgt_in, "tgt_in", self.lm_head.weight.device)
         tgt_mask = padding_mask(ids=tgt_in, pad_id=self.config.pad_id)
         x = self.decoder(tgt_in, tgt_mask, memory=memory, memory_mask=src_mask)   # (B, T, C)
         return self.lm_head(self.ln_f(x))                                        # (B, T, V)
@@ -97,7 +97,7 @@ class Transformer(nn.Module):
         logits = self.decode(tgt_in, memory, src_mask)
         if tgt_out is None:
             return logits
-        return logits, F.cross_entropy(logits, as_ids(tgt_out, "tgt_out"), ignore_index=self.config.pad_id)
+        return logits, F.cross_entropy(logits, as_ids(tgt_out, "tgt_out", logits.device), ignore_index=self.config.pad_id)
 
     def greedy_decode(self, src, bos_id, max_len, eos_id=None):
         """Autoregressive inference: start from BOS, append the argmax token, repeat.
@@ -108,11 +108,11 @@ class Transformer(nn.Module):
             out = xp.full((memory.shape[0], 1), bos_id, dtype="int64")
             for _ in range(max_len):
                 logits = self.decode(out, memory, src_mask)                          # (B, t, V)
-                nxt = logits.data[:, -1, :].argmax(axis=-1)[:, None]                 # (B, 1)
+                nxt = logits.data[:, -1, :].argmax(axis=-1)[:, None]                 # (B, 1), on the model's device
                 out = xp.concatenate([out, nxt.astype("int64")], axis=1)
                 if eos_id is not None and bool((out == eos_id).any(axis=1).all()):
                     break
-        return out[:, 1:]
+        return backend.to_numpy(out[:, 1:])
 
 
 

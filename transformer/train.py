@@ -76,13 +76,16 @@ class Trainer:
     and checkpointing every eval_interval steps. `resume=True` continues from out_dir's
     checkpoint to the same result as an uninterrupted run."""
 
-    def __init__(self, model_config, train_config, dataset, out_dir, resume=False, progress=True, callback=None):
+    def __init__(self, model_config, train_config, dataset, out_dir, resume=False, progress=True, callback=None,
+                 device=None):
         self.cfg, self.data, self.out = train_config, dataset, pathlib.Path(out_dir)
         self.progress, self.callback = progress, callback
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out / "metrics.jsonl"
         backend.manual_seed(train_config.seed)                        # parameter init + dropout
         self.model = GPT(model_config)
+        if device:
+            self.model.to(device)                                       # before the optimizer sees it
         self.optimizer = make_optimizer(self.model, train_config)
         self.rng = np.random.default_rng(train_config.seed)            # training batches
         eval_rng = np.random.default_rng(train_config.seed + 1)        # fixed evaluation batches
@@ -174,10 +177,12 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
-def load_model(ckpt_dir):
-    """A trained GPT and its tokenizer from a checkpoint folder."""
+def load_model(ckpt_dir, device=None):
+    """A trained GPT and its tokenizer from a checkpoint folder (written on any device)."""
     state, meta, _ = load_checkpoint(ckpt_dir)
     model = GPT(GPTConfig(**meta["model_config"]))
+    if device:
+        model.to(device)
     model.load_state_dict(state)
     model.eval()
     return model, CharTokenizer(meta["vocab"])

@@ -40,6 +40,8 @@ table.numbers td, table.numbers th { border: 1px solid #ddd; padding: 1px 5px; t
 table.numbers th { background: #f3f3f3; color: #666; font-weight: normal; }
 table.heatmap td { border: 1px solid #fff; min-width: 14px; height: 14px; padding: 0 3px; text-align: right; }
 .stats { font: 12px Menlo, Consolas, monospace; }
+.array { overflow-x: auto; max-width: 100%; }
+table.numbers td, table.heatmap td { white-space: nowrap; }
 .sent { margin-bottom: 6px; }
 """
 

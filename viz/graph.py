@@ -395,8 +395,7 @@ def draw_anomaly(err, **draw_kwargs):
     dot = draw_graph(root, highlight=marks, **draw_kwargs)
     plan = GraphPlan(root, draw_kwargs.get("collapse"))
     if op is not None and plan.node_for(op) is None:
-        label = getattr(op, "label", lambda: op.name)()
-        dot.node("anomaly_op", label=f'<<B>{esc(op.name)}</B><BR/><FONT POINT-SIZE="8">{esc(_short(label, 44))}</FONT>'
+        dot.node("anomaly_op", label=f'<<B>{esc(op.name)}</B><BR/><FONT POINT-SIZE="8">{esc(_short(op.label(), 44))}</FONT>'
                                      f'<BR/><FONT COLOR="{HOT}">backward: non-finite gradient</FONT>>',
                  shape="box", style="rounded,filled", fillcolor=HOT_FILL, color=HOT, penwidth="3")
         for p in op.parents:
