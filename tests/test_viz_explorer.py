@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 import cli
 from tinygrad_tx import Tensor, scope
-from viz import explore, graph_nodes, trace_backward
+from viz import explore, graph_nodes, graphviz_program, trace_backward
 
-pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
+pytestmark = pytest.mark.skipif(graphviz_program.find_program() is None,
+                                reason="no Graphviz layout program (dot or graphviz-pure)")
 
 XSS = '<img src=x onerror="window.__xss=1">'
 SCRIPT = "</script><script>window.__xss=2</script><!--"

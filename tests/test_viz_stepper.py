@@ -1,6 +1,5 @@
 """viz.stepper: the recorded backward steps follow the engine's order, carry the same gradients
 as a plain backward, print readably, and draw frames; plus the `tx step` command."""
-import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from click.testing import CliRunner
 import cli
 from tinygrad_tx import Tensor, scope
 from tinygrad_tx.autograd import toposort
-from viz import format_step, frame_graph, graph_nodes, trace_backward
+from viz import format_step, frame_graph, graph_nodes, graphviz_program, trace_backward
 from viz.graph import DONE_FILL, HOT
 from viz.stepper import grads_at
 
@@ -147,7 +146,7 @@ def test_cli_step_prints_every_step_without_a_tty(presets):
     assert "rule: y = tanh(x)" in r.output and "done:" in r.output
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
+@pytest.mark.skipif(graphviz_program.find_program() is None, reason="no Graphviz layout program")
 def test_cli_step_writes_one_frame_per_step(tmp_path, presets):
     r = CliRunner().invoke(cli.main, ["step", "tiny", "--all", "--out", str(tmp_path / "frames")])
     assert r.exit_code == 0, r.output

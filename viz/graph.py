@@ -11,7 +11,6 @@ The explorer uses the same names to find nodes in the SVG.
 Every user string (tensor names, scopes, op labels) goes into HTML-like labels through `esc`,
 so quotes, braces, `|`, `<`, `>`, `&` or a `<script>` tag are drawn as plain text.
 """
-import math
 
 import graphviz
 import numpy as np
