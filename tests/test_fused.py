@@ -12,7 +12,7 @@ from tinygrad_tx.selfcheck import CASES, make_inputs
 from transformer import GPT, GPTConfig, scaled_dot_product_attention
 
 FUSED_OPS = (fused.Softmax, fused.LogSoftmax, fused.MaskedSoftmax, fused.CrossEntropy, fused.LayerNorm,
-             fused.Gelu, fused.Embedding)
+             fused.Gelu, fused.Embedding, fused.Linear)
 
 
 def graph_ops(root):

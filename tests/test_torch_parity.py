@@ -135,6 +135,7 @@ TORCH = {
     "embedding":            lambda w: TF.embedding(_t(_ids((2, 5), 4)), w),
     "dropout":              _torch_dropout,
     "to_device":            lambda a: a.to("cpu") * a,
+    "linear":               lambda x, w, b: x @ w + b,
 }
 
 

@@ -25,7 +25,8 @@ class _State:
     grad_enabled = True
     anomaly = False
     fused = False
-    scopes = []            # stack of module names, e.g. ["h", "0", "attn"]
+    scopes = []            # stack of module names, e.g. ["h.0", "attn"]
+    scope_name = ""        # their dotted join, kept up to date (read by every op)
 
 
 @contextlib.contextmanager
@@ -75,14 +76,16 @@ def is_fused():
 def scope(name):
     """Tag every tensor created inside with this (dotted) module scope, e.g. "h.0.attn"."""
     _State.scopes.append(str(name))
+    _State.scope_name = ".".join(s for s in _State.scopes if s)
     try:
         yield
     finally:
         _State.scopes.pop()
+        _State.scope_name = ".".join(s for s in _State.scopes if s)
 
 
 def current_scope():
-    return ".".join(s for s in _State.scopes if s)
+    return _State.scope_name
 
 
 # ----------------------------------------------------------------------------- Function

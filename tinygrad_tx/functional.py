@@ -45,6 +45,14 @@ def cross_entropy(logits, targets, ignore_index=None):
     return -picked.sum() / n_valid
 
 
+def linear(x, weight, bias=None):
+    """y = x @ W + b with W (in, out): (.., in) -> (.., out)."""
+    if is_fused() and bias is not None:
+        return fused.Linear.apply(x, weight, bias)                   # one node, one GEMM, bias in place
+    y = x @ weight                                                   # (.., out)
+    return y + bias if bias is not None else y
+
+
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Normalise each vector over its last axis (per token: statistics are never shared across
     positions or batch items), then scale and shift:
@@ -103,5 +111,5 @@ def log_softmax(x, axis=-1):
     return x.log_softmax(axis)
 
 
-__all__ = ["cross_entropy", "layer_norm", "dropout", "embedding", "gelu", "softmax", "log_softmax",
+__all__ = ["linear", "cross_entropy", "layer_norm", "dropout", "embedding", "gelu", "softmax", "log_softmax",
            "where"]

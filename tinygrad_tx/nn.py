@@ -6,7 +6,7 @@ import math
 
 from . import backend
 from .autograd import scope
-from .functional import dropout, embedding, layer_norm
+from .functional import dropout, embedding, layer_norm, linear
 from .tensor import Tensor
 
 
@@ -152,8 +152,7 @@ class Linear(Module):
         self.bias = Parameter(_uniform((out_features,), bound), name="bias") if bias else None
 
     def forward(self, x):
-        y = x @ self.weight                     # (.., out)
-        return y + self.bias if self.bias is not None else y
+        return linear(x, self.weight, self.bias)                 # (.., out)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

@@ -108,16 +108,25 @@ class AdamW(Optimizer):
                 if not st:
                     st.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
                 st["step"] += 1
-                t, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
-                if wd:
-                    p.data *= 1 - lr * wd
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-                denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t)
-                denom += eps
-                p.data -= (lr / (1 - b1 ** t)) * (m / denom)
+                t = st["step"]
+                decay, step_size = 1 - lr * wd, lr / (1 - b1 ** t)
+                inv_bc2 = 1 / math.sqrt(1 - b2 ** t)
+
+                def update(pb, gb, mb, vb):
+                    if wd:
+                        pb *= decay
+                    mb *= b1
+                    mb += (1 - b1) * gb
+                    vb *= b2
+                    vb += (1 - b2) * (gb * gb)
+                    denom = xp.sqrt(vb) * inv_bc2
+                    denom += eps
+                    pb -= step_size * (mb / denom)
+                arrays = (p.data, g, st["exp_avg"], st["exp_avg_sq"])
+                if all(a.flags.c_contiguous for a in arrays):          # flat views: update in cache-sized blocks
+                    backend.map_blocks(update, *(a.reshape(-1) for a in arrays))
+                else:
+                    update(*arrays)
 
 
 def clip_grad_norm_(params, max_norm):

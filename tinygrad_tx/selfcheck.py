@@ -100,6 +100,7 @@ CASES = {
     "cross_entropy":      ("cross_entropy", lambda a: F.cross_entropy(a, _ids((2, 3), 5)), [((2, 3, 5), N)]),
     "cross_entropy_ignore": ("cross_entropy", lambda a: F.cross_entropy(a, backend.asarray([0, -1, 4, 2]),
                                                                         ignore_index=-1), [((4, 5), N)]),
+    "linear":             ("linear", lambda x, w, b: F.linear(x, w, b), [((2, 3, 4), N), ((4, 5), N), ((5,), N)]),
     "layer_norm":         ("layer_norm", lambda x, w, b: F.layer_norm(x, w, b), [((2, 3, 6), N), ((6,), N), ((6,), N)]),
     "embedding":          ("embedding", lambda w: F.embedding(w, _ids((2, 5), 4)), [((4, 3), N)]),
     "dropout":            ("dropout", _dropout, [((4, 5), N)]),

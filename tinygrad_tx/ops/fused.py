@@ -10,13 +10,26 @@ from .. import backend
 from ..autograd import Function
 
 
+def row_sum(xp, x):
+    """sum over the last axis (keepdims) as a matrix-vector product: for short rows BLAS is
+    several times faster than numpy's reduction."""
+    C = x.shape[-1]
+    return (x.reshape(-1, C) @ xp.ones(C, dtype=x.dtype)).reshape(x.shape[:-1] + (1,))
+
+
+def lead_sum(xp, x):
+    """sum over every axis but the last: (.., C) -> (C,), as ones^T @ rows."""
+    rows = x.reshape(-1, x.shape[-1])
+    return xp.ones(rows.shape[0], dtype=x.dtype) @ rows
+
+
 class Softmax(Function):
     """y = softmax(x) along axis;  dL/dx = y * (dL/dy - sum(dL/dy * y, axis))
     (the Jacobian diag(y) - y y^T applied to dL/dy, without forming it)"""
     def forward(self, x, axis=-1):
         y = x - x.max(axis=axis, keepdims=True)
         self.xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
+        y /= row_sum(self.xp, y) if axis in (-1, x.ndim - 1) else y.sum(axis=axis, keepdims=True)
         self.save_for_backward(y)
         return y
 
@@ -46,24 +59,40 @@ class MaskedSoftmax(Function):
     gradient is exactly 0. A row with every position blocked gives y = 0 (not 0/0 = NaN).
     `mask`: boolean, True = blocked, broadcastable to x."""
     def forward(self, x, mask=None, scale=1.0):
-        xp = self.xp
-        s = x * x.dtype.type(scale)
-        if mask is not None:
-            s = xp.where(mask, -xp.inf, s).astype(x.dtype, copy=False)
-        m = s.max(axis=-1, keepdims=True)
-        m = xp.where(xp.isneginf(m), 0, m).astype(x.dtype, copy=False)    # dead rows: avoid -inf - -inf
-        xp.exp(s - m, out=s)
-        total = s.sum(axis=-1, keepdims=True)
-        s /= xp.where(total == 0, 1, total)                                 # dead rows stay all-zero
-        self.save_for_backward(s)
-        return s
+        xp, T = self.xp, x.shape[-1]
+        rows = x.reshape(-1, T)                                             # (N, T)
+        y = xp.empty_like(rows)
+        blocked = None if mask is None else xp.broadcast_to(mask, x.shape).reshape(-1, T)
+        sc = x.dtype.type(scale)
+
+        def kernel(xb, yb, *mb):
+            xp.multiply(xb, sc, out=yb)
+            if mb:
+                xp.copyto(yb, -xp.inf, where=mb[0])                          # blocked: -inf
+            m = yb.max(axis=-1, keepdims=True)
+            m[xp.isneginf(m)] = 0                                           # dead rows: avoid -inf - -inf
+            yb -= m
+            xp.exp(yb, out=yb)
+            total = row_sum(xp, yb)
+            total[total == 0] = 1                                           # dead rows stay all-zero
+            yb /= total
+        backend.map_blocks(kernel, rows, y, *(() if blocked is None else (blocked,)))
+        y = y.reshape(x.shape)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, g):
         (y,) = self.saved
-        gy = g * y
-        gy -= y * gy.sum(axis=-1, keepdims=True)
-        gy *= gy.dtype.type(self.args["scale"])
-        return gy
+        xp, T = self.xp, y.shape[-1]
+        sc = g.dtype.type(self.args["scale"])
+        out = xp.empty(y.shape, dtype=g.dtype)
+
+        def kernel(gb, yb, ob):
+            xp.multiply(gb, yb, out=ob)
+            ob -= yb * row_sum(xp, ob)
+            ob *= sc
+        backend.map_blocks(kernel, g.reshape(-1, T), y.reshape(-1, T), out.reshape(-1, T))
+        return out
 
 
 class CrossEntropy(Function):
@@ -96,26 +125,64 @@ class LayerNorm(Function):
     d = dL/dy * w (the gradient reaching xhat):
       dL/dx = rstd * (d                       term 1: directly through xhat
                       - mean(d)               term 2: through the mean
-                      - xhat * mean(d * xhat)) term 3: through the variance"""
+                      - xhat * mean(d * xhat)) term 3: through the variance
+    (row means are matrix-vector products, see row_sum; rows are processed in cache-sized
+    blocks, see backend.map_blocks)"""
     def forward(self, x, w, b, eps=1e-5):
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(axis=-1, keepdims=True)
-        rstd = 1 / self.xp.sqrt(var + x.dtype.type(eps))
-        xhat = xc
-        xhat *= rstd
+        xp, C = self.xp, x.shape[-1]
+        inv_c, eps = x.dtype.type(1 / C), x.dtype.type(eps)
+        rows = x.reshape(-1, C)
+        y, xhat = xp.empty_like(rows), xp.empty_like(rows)
+        rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
+
+        def kernel(xb, yb, hb, rb):
+            xp.subtract(xb, row_sum(xp, xb) * inv_c, out=hb)                # x - mean
+            var = row_sum(xp, hb * hb) * inv_c                              # biased variance
+            xp.sqrt(var + eps, out=rb)
+            xp.divide(1, rb, out=rb)                                        # rstd
+            hb *= rb                                                        # xhat
+            xp.multiply(hb, w, out=yb)
+            yb += b
+        backend.map_blocks(kernel, rows, y, xhat, rstd)
         self.save_for_backward(xhat, rstd, w)
-        return xhat * w + b
+        return y.reshape(x.shape)
 
     def backward(self, g):
         xhat, rstd, w = self.saved
-        lead = tuple(range(g.ndim - 1))
-        dw = (g * xhat).sum(axis=lead)
-        db = g.sum(axis=lead)
-        d = g * w
-        dx = d - d.mean(axis=-1, keepdims=True)
-        dx -= xhat * (d * xhat).mean(axis=-1, keepdims=True)
-        dx *= rstd
+        xp, C = self.xp, g.shape[-1]
+        inv_c = g.dtype.type(1 / C)
+        g2 = g.reshape(-1, C)
+        dw = lead_sum(xp, g2 * xhat)
+        db = lead_sum(xp, g2)
+        dx = xp.empty_like(g2)
+
+        def kernel(gb, hb, rb, ob):
+            d = gb * w
+            xp.subtract(d, row_sum(xp, d) * inv_c, out=ob)                  # term 1 + term 2
+            d *= hb
+            ob -= hb * (row_sum(xp, d) * inv_c)                             # term 3
+            ob *= rb
+        backend.map_blocks(kernel, g2, xhat, rstd, dx)
+        return dx.reshape(g.shape), dw, db
+
+
+class Linear(Function):
+    """y = x @ W + b (one node for nn.Linear);  dL/dx = dL/dy @ W^T,  dL/dW = x^T @ dL/dy
+    (all rows of the batch folded into one GEMM),  dL/db = sum of dL/dy over the rows"""
+    def forward(self, x, w, b):
+        rows = x.reshape(-1, x.shape[-1])                                     # (N, in)
+        y = rows @ w                                                          # (N, out)
+        y += b
+        self.save_for_backward(rows, w, x.shape)
+        return y.reshape(x.shape[:-1] + (w.shape[1],))
+
+    def backward(self, g):
+        rows, w, in_shape = self.saved
+        g2 = g.reshape(-1, g.shape[-1])                                       # (N, out)
+        need_x, need_w, need_b = self.needs_grad
+        dx = (g2 @ w.T).reshape(in_shape) if need_x else None
+        dw = rows.T @ g2 if need_w else None
+        db = lead_sum(self.xp, g2) if need_b else None
         return dx, dw, db
 
 
@@ -123,27 +190,47 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 
 
 class Gelu(Function):
-    """exact:  y = x Phi(x);  dy/dx = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x/sqrt2))/2, phi = N(0,1) pdf
+    """exact:  y = x Phi(x);  dy/dx = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x/sqrt2))/2,
+            phi(x) = exp(-x^2/2) / sqrt(2 pi)  (exp(-x^2/2) is computed once, shared by erf and phi)
     tanh:   y = x (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3);
             dy/dx = (1 + t)/2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2, t = tanh(u)"""
     def forward(self, x, approximate="none"):
-        xp, one = self.xp, x.dtype.type(1)
+        xp, dt = self.xp, x.dtype.type
         if approximate == "tanh":
-            t = xp.tanh(x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(0.044715) * x * x * x))
+            t = xp.tanh(dt(_SQRT_2_OVER_PI) * (x + dt(0.044715) * x * x * x))
             self.save_for_backward(x, t)
-            return x.dtype.type(0.5) * x * (one + t)
-        cdf = x.dtype.type(0.5) * (one + backend.erf(x * x.dtype.type(1 / math.sqrt(2))))
-        self.save_for_backward(x, cdf)
-        return x * cdf
+            return dt(0.5) * x * (dt(1) + t)
+        flat = x.reshape(-1)
+        y, cdf, gauss = xp.empty_like(flat), xp.empty_like(flat), xp.empty_like(flat)
+
+        def kernel(xb, yb, cb, gb):
+            xp.multiply(xb, xb, out=gb)
+            gb *= dt(-0.5)
+            xp.exp(gb, out=gb)                                        # exp(-x^2/2) = exp(-z^2), z = x/sqrt2
+            cb[...] = backend.erf(xb * dt(1 / math.sqrt(2)), exp_neg_sq=gb)
+            cb += dt(1)
+            cb *= dt(0.5)                                             # Phi(x)
+            xp.multiply(xb, cb, out=yb)
+        backend.map_blocks(kernel, flat, y, cdf, gauss)
+        self.save_for_backward(x, cdf, gauss)
+        return y.reshape(x.shape)
 
     def backward(self, g):
-        x, s = self.saved
-        xp, dt = self.xp, x.dtype.type
+        xp, dt = self.xp, g.dtype.type
         if self.args["approximate"] == "tanh":
+            x, t = self.saved
             du = dt(_SQRT_2_OVER_PI) * (dt(1) + dt(3 * 0.044715) * x * x)
-            return g * (dt(0.5) * (dt(1) + s) + dt(0.5) * x * (dt(1) - s * s) * du)
-        pdf = xp.exp(dt(-0.5) * x * x) * dt(1 / math.sqrt(2 * math.pi))
-        return g * (s + x * pdf)
+            return g * (dt(0.5) * (dt(1) + t) + dt(0.5) * x * (dt(1) - t * t) * du)
+        x, cdf, gauss = self.saved
+        out = xp.empty(cdf.shape, dtype=g.dtype)
+
+        def kernel(xb, cb, gsb, gb, ob):
+            xp.multiply(xb, gsb, out=ob)
+            ob *= dt(1 / math.sqrt(2 * math.pi))                      # x phi(x)
+            ob += cb
+            ob *= gb
+        backend.map_blocks(kernel, x.reshape(-1), cdf, gauss, g.reshape(-1), out)
+        return out.reshape(g.shape)
 
 
 class Embedding(Function):
