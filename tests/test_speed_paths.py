@@ -126,3 +126,16 @@ def test_float32_training_step_has_no_float64_anywhere(fused):
 def test_keep_freed_memory_is_safe_to_call_twice():
     assert backend.keep_freed_memory() in (True, False)
     assert backend.keep_freed_memory() in (True, False)
+
+
+def test_threaded_blocks_give_the_same_result():
+    x = np.random.default_rng(0).standard_normal((BIG,)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        backend.set_num_threads(n)
+        try:
+            with fused_ops():
+                results.append(Tensor(x).gelu().numpy())
+        finally:
+            backend.set_num_threads(1)
+    np.testing.assert_array_equal(results[0], results[1])
