@@ -182,8 +182,11 @@ def unbroadcast(grad, shape):
     return grad
 
 
-def toposort(root):
-    """Tensors of root's graph, every tensor after its parents. Iterative: no recursion limit."""
+def toposort(root, every_tensor=False):
+    """Tensors of root's graph, every tensor after its parents, root last. Iterative (no
+    recursion limit) and deterministic (a node's first parent is visited first). By default
+    only tensors that require grad (what backward walks); every_tensor=True also includes
+    constants and inputs without grad (what a drawing shows)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -196,8 +199,8 @@ def toposort(root):
         visited.add(id(node))
         stack.append((node, True))
         if node.op is not None:
-            for p in node.op.parents:
-                if p.requires_grad and id(p) not in visited:
+            for p in reversed(node.op.parents):
+                if (every_tensor or p.requires_grad) and id(p) not in visited:
                     stack.append((p, False))
     return order
 

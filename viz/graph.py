@@ -16,6 +16,7 @@ import graphviz
 import numpy as np
 
 from tinygrad_tx import backend
+from tinygrad_tx.autograd import toposort
 
 from .graphviz_program import svg_of_source, run_layout
 
@@ -53,22 +54,8 @@ def _short(text, n):
 # ----------------------------------------------------------------------------- graph walk
 def graph_nodes(root):
     """Every tensor reachable from `root` through `.parents` (constants included), each after its
-    parents, root last. Iterative and deterministic: the same graph gives the same order."""
-    order, visited = [], set()
-    stack = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for p in reversed(tuple(node.parents)):      # first parent is visited (and numbered) first
-            if id(p) not in visited:
-                stack.append((p, False))
-    return order
+    parents, root last. Deterministic: the same graph gives the same order (and node ids)."""
+    return toposort(root, every_tensor=True)
 
 
 def _scope_parent(scope):

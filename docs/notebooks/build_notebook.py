@@ -127,7 +127,8 @@ code(r"""
 steps = trace_backward(examples.neuron(seed=0, backward=False))
 for s in steps[:3]:
     print(format_step(s, len(steps)), end="\n\n")
-assert len(steps) == 7 and steps[0].label.startswith("Pow")    # the last op forward is the first backward
+# forward was Mul, Sum, Add, Tanh, Sub, Pow: backward meets the ops in exactly the reverse order
+assert [s.op.name for s in steps] == ["Pow", "Sub", "Tanh", "Add", "Sum", "Mul"]
 """)
 
 md(r"""
