@@ -47,13 +47,22 @@ def peak_rss_mb():
 
 
 # ----------------------------------------------------------------------------- workers
-def worker_ours(c, steps, warmup, gen, device="cpu"):
+def worker_ours(c, steps, warmup, gen, device="cpu", variant=()):
+    """variant: switches for ablations ("composed": no fused ops, "no-malloc": glibc defaults,
+    "all-grads": keep every intermediate .grad). Written to also run against older commits of
+    the engine (features it lacks are skipped), for before/after tables."""
+    import contextlib
     import numpy as np
     import tinygrad_tx as tx
     from transformer import GPT, GPTConfig, TrainConfig, generate
     from transformer.train import make_optimizer
-    tx.backend.keep_freed_memory()
-    tx.backend.set_default_device(device)
+    if "no-malloc" not in variant and hasattr(tx.backend, "keep_freed_memory"):
+        tx.backend.keep_freed_memory()
+    if hasattr(tx.backend, "set_default_device"):
+        tx.backend.set_default_device(device)
+    fused = getattr(tx, "fused_ops", None)
+    mode = fused() if fused is not None and "composed" not in variant else contextlib.nullcontext()
+    leaves_only = "all-grads" not in variant
     tx.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
                           n_head=c["n_head"], n_embd=c["n_embd"]))
@@ -63,12 +72,12 @@ def worker_ours(c, steps, warmup, gen, device="cpu"):
     y = rng.integers(0, c["vocab_size"], (c["batch_size"], c["block_size"]))
     base = rss_mb()
     times = []
-    with tx.fused_ops():
+    with mode:
         for i in range(warmup + steps):
             t0 = time.perf_counter()
             _, loss = model(x, y)
             opt.zero_grad()
-            loss.backward(leaves_only=True)
+            loss.backward(leaves_only=leaves_only)
             opt.step()
             loss.item()
             del loss
@@ -144,11 +153,11 @@ def worker_torch(c, steps, warmup, threads, device="cpu"):
 
 
 # ----------------------------------------------------------------------------- orchestration
-def run_worker(side, config, steps, warmup, threads, gen=False, device="cpu"):
+def run_worker(side, config, steps, warmup, threads, gen=False, device="cpu", variant=()):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--config", config, "--steps", str(steps),
-           "--warmup", str(warmup), "--threads", str(threads), "--device", device] + (["--generate"] if gen else [])
+           "--warmup", str(warmup), "--threads", str(threads), "--device", device] + (["--generate"] if gen else []) + [f"--variant={v}" for v in variant]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if res.returncode != 0:
@@ -166,24 +175,28 @@ def main(argv=None):
     ap.add_argument("--generate", action="store_true", help="also time generating 200 tokens (ours)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy for ours, CUDA for torch")
+    ap.add_argument("--variant", action="append", default=[], choices=["composed", "no-malloc", "all-grads"],
+                    help="ablation of our side (repeatable): composed ops, default malloc, keep all grads")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         c = CONFIGS[a.config]
-        res = (worker_ours(c, a.steps, a.warmup, a.generate, a.device) if a.worker == "ours"
+        res = (worker_ours(c, a.steps, a.warmup, a.generate, a.device, a.variant) if a.worker == "ours"
                else worker_torch(c, a.steps, a.warmup, a.threads, a.device))
         print(json.dumps(res))
         return 0
     configs = ["baby", "large"] if a.config == "both" else [a.config]
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{a.threads} threads each side, device {a.device}, {time.strftime('%Y-%m-%d')}, "
+          f"{a.threads} threads each side, device {a.device}, variant {a.variant or 'default'}, "
+          f"{time.strftime('%Y-%m-%d')}, "
           f"python {platform.python_version()}")
     rows = []
     for name in configs:
         steps = a.steps or (20 if name == "baby" else 5)
         ours, theirs = [], []
         for r in range(a.rounds):
-            ours.append(run_worker("ours", name, steps, a.warmup, a.threads, a.generate and r == 0, a.device))
+            ours.append(run_worker("ours", name, steps, a.warmup, a.threads, a.generate and r == 0, a.device,
+                                   a.variant))
             if not a.no_torch:
                 theirs.append(run_worker("torch", name, steps, a.warmup, a.threads, device=a.device))
         rows.append((name, ours, theirs))

@@ -75,12 +75,16 @@ def _legend_grid(boxes=False):
             f'<TR>{"".join(row1)}</TR><TR>{"".join(row2)}</TR></TABLE>>')
 
 
-def _graph(root, path, title, rankdir="TB", collapse=None, max_nodes=300):
-    """Draw root's graph and write it. Two touches over draw_graph: an input used k times by
-    one op gets k arrows (draw_graph draws one, which hides `a + a`), and in a top-to-bottom
-    layout the legend goes underneath as a two-row table."""
-    dot = draw_graph(root, rankdir=rankdir, collapse=collapse, title=title, max_nodes=max_nodes,
-                     legend=rankdir == "LR")
+def _graph(root, path, title, subtitle=None, rankdir="TB", collapse=None, max_nodes=300):
+    """Draw root's graph and write it. Three touches over draw_graph: a bold title with a
+    smaller subtitle line; an input used k times by one op gets k arrows (draw_graph draws one,
+    which would hide the reuse in `a + a`); in a top-to-bottom layout the legend goes under
+    the graph as a two-row table (the one-row legend at the top widens the drawing by half)."""
+    dot = draw_graph(root, rankdir=rankdir, collapse=collapse, max_nodes=max_nodes, legend=rankdir == "LR")
+    head = f'<FONT POINT-SIZE="16"><B>{esc(title)}</B></FONT>'
+    if subtitle:
+        head += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="11" COLOR="#444444">{esc(subtitle)}</FONT>'
+    dot.attr(label=f"<{head}<BR ALIGN=\"LEFT\"/>>", labelloc="t", labeljust="l")
     plan = GraphPlan(root, collapse)
     for k, t in enumerate(plan.order):
         if t.op is None or plan.box_of[k] is not None:
@@ -90,9 +94,8 @@ def _graph(root, path, title, rankdir="TB", collapse=None, max_nodes=300):
             for _ in range(n - 1):
                 dot.edge(plan.tensor_node(plan.index[pid]), f"op{k}")
     if rankdir == "TB":
-        with dot.subgraph(name="legend_rank") as sub:
-            sub.attr(rank="sink")
-            sub.node("legend", shape="plain", fontsize="9", label=_legend_grid(bool(plan.boxes)))
+        dot.node("legend", shape="plain", fontsize="9", label=_legend_grid(bool(plan.boxes)))
+        dot.edge(plan.tensor_node(len(plan.order) - 1), "legend", style="invis")     # under the root
     return render(dot, path)
 
 
@@ -125,8 +128,8 @@ def _name_scale(root):
 # ----------------------------------------------------------------------------- 1. scalars
 def neuron_svg(out_dir, seed):
     loss = examples.build("neuron", seed=seed)
-    return _graph(loss, out_dir / "neuron.svg", "a neuron: loss = (tanh(w.x + b) - y)^2, after loss.backward()",
-                  rankdir="LR")
+    return _graph(loss, out_dir / "neuron.svg", "a neuron: loss = (tanh(w.x + b) - y)^2",
+                  "after loss.backward(): black = value, red = dloss/d(that tensor)", rankdir="LR")
 
 
 def reuse_svg(out_dir, seed):
@@ -136,8 +139,8 @@ def reuse_svg(out_dir, seed):
     c = b + b
     c.name = "c = b + b"
     c.backward()                     # dc/db = 1 + 1 = 2;  dc/da = 2 * (1 + 1) = 4
-    return _graph(c, out_dir / "reuse.svg", "reuse: b = a + a, c = b + b  ->  dc/db = 2, dc/da = 4 (gradients add)",
-                  rankdir="LR")
+    return _graph(c, out_dir / "reuse.svg", "reuse: b = a + a;  c = b + b",
+                  "each use sends its own gradient and they add: dc/db = 1 + 1 = 2, dc/da = 2 + 2 = 4", rankdir="LR")
 
 
 # ----------------------------------------------------------------------------- 2. tensors
@@ -147,8 +150,9 @@ def matmul_svg(out_dir, seed):
     Y = X @ W                                                             # (2, 2)
     Y.name = "Y = X @ W"
     Y.backward(np.array([[1.0, 0.0], [0.0, 2.0]]))                        # upstream dL/dY
-    return _graph(Y, out_dir / "matmul.svg", "Y = X W with upstream dL/dY = [[1, 0], [0, 2]]:  "
-                  "dL/dX = dL/dY W^T  (2, 3),   dL/dW = X^T dL/dY  (3, 2)", rankdir="LR")
+    return _graph(Y, out_dir / "matmul.svg", "matmul: Y = X W",
+                  "upstream dL/dY = [[1, 0], [0, 2]];  dL/dX = dL/dY W^T has X's shape (2, 3), "
+                  "dL/dW = X^T dL/dY has W's shape (3, 2)", rankdir="LR")
 
 
 def broadcast_svg(out_dir, seed):
@@ -157,8 +161,9 @@ def broadcast_svg(out_dir, seed):
     Y = X + b
     Y.name = "Y = X + b"
     Y.backward(np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]))           # upstream dL/dY
-    return _graph(Y, out_dir / "broadcast.svg", "bias add Y = X + b, b copied to both rows:  "
-                  "dL/db = sum over rows of dL/dY = [11, 22, 33]", rankdir="LR")
+    return _graph(Y, out_dir / "broadcast.svg", "broadcasting: Y = X + b",
+                  "b (3,) is copied to both rows of X (2, 3); upstream dL/dY = [[1, 2, 3], [10, 20, 30]], "
+                  "so dL/db = the sum over the rows = [11, 22, 33]", rankdir="LR")
 
 
 # ----------------------------------------------------------------------------- 3. softmax
@@ -168,15 +173,17 @@ def softmax_jacobian_png(out_dir, seed):
 
 def softmax_xent_svg(out_dir, seed):
     loss = examples.build("softmax-xent", seed=seed)
-    return _graph(loss, out_dir / "softmax-xent.svg", "cross-entropy of logits (2, 4), targets [1, 3]: "
-                  "dL/dlogits = (softmax - onehot) / 2")
+    return _graph(loss, out_dir / "softmax-xent.svg", "softmax + cross-entropy",
+                  "logits (2, 4), targets [1, 3]: loss = -mean log_softmax(logits)[y];  "
+                  "dL/dlogits = (softmax(logits) - onehot(y)) / 2")
 
 
 # ----------------------------------------------------------------------------- 4. masking
 def masked_softmax_svg(out_dir, seed):
     loss = examples.build("masked-softmax", seed=seed)
-    return _graph(loss, out_dir / "masked-softmax.svg", "causal masked softmax (3 x 3): "
-                  "-inf in, weight exactly 0 and gradient exactly 0 out")
+    return _graph(loss, out_dir / "masked-softmax.svg", "causal masked softmax (3 x 3)",
+                  "future scores set to -inf before the softmax: their weights are exactly 0, "
+                  "and so is the gradient reaching them")
 
 
 SCORE_TOKENS = ["the", "cat", "sat", "on", "it"]
@@ -221,9 +228,8 @@ def attention_head(seed=0):
 
 def attention_svg(out_dir, seed):
     y = attention_head(seed)
-    return _graph(y, out_dir / "attention.svg",
-                  "one causal attention head (T = 4): y = softmax(q kT / sqrt(hs), future -> -inf) v;  "
-                  "red: gradients after y.backward(dL/dy)")
+    return _graph(y, out_dir / "attention.svg", "one causal attention head, T = 4",
+                  "y = softmax(mask(q kT / sqrt(hs))) v;  red: the gradients after y.backward(dL/dy)")
 
 
 def scaling_png(out_dir, seed):
@@ -248,15 +254,15 @@ def multihead_svg(out_dir, seed):
                 and t.parents[0].op.name == "Permute" and t.parents[0].parents[0].name == "y":
             t.name = "heads concatenated (B, T, C)"
             t.parents[0].name = "y (B, T, H, hs)"
-    return _graph(loss, out_dir / "multihead.svg", "multi-head attention, C = 8, H = 2 heads of hs = 4: "
-                  "one projection, reshaped to (B, H, T, hs), merged back and mixed by c_proj (W_O)")
+    return _graph(loss, out_dir / "multihead.svg", "multi-head attention: C = 8, H = 2 heads of hs = 4",
+                  "one projection to q|k|v, reshaped to (B, H, T, hs), attention per head, merged back, mixed by c_proj")
 
 
 # ----------------------------------------------------------------------------- 7. layer norm
 def layernorm_svg(out_dir, seed):
     loss = examples.build("layernorm", seed=seed)
-    return _graph(loss, out_dir / "layernorm.svg", "layer norm over the last axis of x (2, 4, 6): "
-                  "mean and variance per token")
+    return _graph(loss, out_dir / "layernorm.svg", "layer norm of x (B, T, C) = (2, 4, 6)",
+                  "mean and variance over the last axis: one pair per token, (2, 4, 1)")
 
 
 def layernorm_terms_png(out_dir, seed):
@@ -282,8 +288,9 @@ def gpt_block_svg(out_dir, seed):
         y.parents[0].name = "x1 = x + attn(ln_1(x))"
         y.backward(rng.normal(size=(1, 4, 8)))                                         # upstream dL/dout
     collapse = ["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"]
-    return _graph(y, out_dir / "gpt-block.svg", "one pre-norm block: x1 = x + attn(ln_1(x)); out = x1 + mlp(ln_2(x1)). "
-                  "The residual Adds pass dL/dout straight through to x", collapse=collapse)
+    return _graph(y, out_dir / "gpt-block.svg", "one pre-norm transformer block",
+                  "x1 = x + attn(ln_1(x));  out = x1 + mlp(ln_2(x1)).  Each residual Add passes its "
+                  "gradient on unchanged", collapse=collapse)
 
 
 def gpt_svg(out_dir, seed):
@@ -302,9 +309,9 @@ def gpt_svg(out_dir, seed):
         loss.name = "loss"
         loss.backward()
     collapse = ["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head", "cross_entropy"]
-    return _graph(loss, out_dir / "gpt.svg", "a whole GPT (2 blocks, C = 8), each module one box: "
-                  "wte.weight feeds both the embedding and the tied lm_head, so its gradients add",
-                  collapse=collapse)
+    return _graph(loss, out_dir / "gpt.svg", "a whole GPT, one box per module",
+                  "2 blocks, C = 8, V = 11, T = 6; wte.weight feeds the embedding and the tied lm_head, "
+                  "so its two gradients add", collapse=collapse)
 
 
 # ----------------------------------------------------------------------------- 9. training
