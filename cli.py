@@ -5,6 +5,11 @@
     tx graph PRESET [--out FILE] [--collapse N]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
+    tx train [--data FILE] [--out DIR] [--max-iters N] [model options]
+    tx sample [--ckpt DIR] [--prompt TEXT] [--max-new-tokens N]
+    tx seq2seq [--steps N] [--max-len N]
+    tx figures --out DIR [--only NAME ...]
+    tx bench [--config baby|large|both]
 
 Installed as a console script by `pip install -e .` (see pyproject.toml). This module sits at
 the top of the dependency chain (tinygrad_tx <- transformer <- viz <- cli): it may import any
@@ -15,7 +20,7 @@ import difflib
 import pathlib
 import subprocess
 import sys
-import sys
+import time
 
 import click
 import numpy as np
@@ -26,9 +31,24 @@ from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Tr
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
 from viz import explore, format_step, frame_graph, render, trace_backward
+from viz.figures import FIGURES, make_figures
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+class TxGroup(click.Group):
+    """Click's own usage errors below `tx` (a value out of range, a missing argument, an unknown
+    command) print one line too, like every other error: `Error: ... (see: tx CMD --help)`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            raise OneLineUsageError(f"{e.format_message()} (see: {where} --help)") from None
+
+
+@click.group(cls=TxGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Run `tx COMMAND --help` for a command's options and an example.")
 @click.version_option(tinygrad_tx.__version__, "--version", prog_name="tx",
                       message="%(prog)s, version %(version)s")
@@ -127,7 +147,8 @@ Examples:
   tx train --out runs/tiny --max-iters 400 --resume continue an interrupted run""")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Text file to train on (default: the shipped tinyshakespeare).")
-@click.option("--out", "out_dir", default="out", show_default=True, help="Folder for checkpoint and metrics.jsonl.")
+@click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
+              help="Folder for checkpoint and metrics.jsonl.")
 @click.option("--max-iters", default=2000, show_default=True, type=click.IntRange(1))
 @click.option("--eval-interval", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--eval-iters", default=20, show_default=True, type=click.IntRange(1), help="Batches per evaluation.")
@@ -163,6 +184,10 @@ def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, w
     """
     try:
         dataset = TextDataset.from_file(data)
+        shortest = min(len(dataset.train), len(dataset.val))
+        if block_size >= shortest:      # each example is block_size + 1 consecutive characters
+            _fail(f"--block-size {block_size} is too long for this text: its shorter split has {shortest:,} "
+                  f"characters and an example needs block_size + 1; use a smaller --block-size or more text")
         mconf = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, block_size=block_size, n_layer=n_layer,
                           n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias, norm=norm, pos=pos,
                           activation=activation, tie_weights=tie_weights, causal=causal)
@@ -175,8 +200,13 @@ def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, w
         click.echo(f"training {trainer.model.num_parameters():,} parameters on {len(dataset.train):,} "
                    f"characters; step {trainer.step} -> {max_iters}", err=True)
         last = trainer.run()
+    except UnicodeDecodeError as e:
+        _fail(f"--data {data}: not UTF-8 text ({e.reason} at byte {e.start})")
     except (OSError, ValueError, CheckpointError, tinygrad_tx.backend.DeviceError) as e:
         _fail(str(e))
+    except MemoryError:
+        _fail(f"out of memory: the attention scores alone hold batch_size x n_head x block_size^2 = "
+              f"{batch_size * n_head * block_size ** 2:,} numbers per layer; use a smaller --block-size or --batch-size")
     except KeyboardInterrupt:
         _fail(f"interrupted; resume from the last checkpoint with: tx train --out {out_dir} --resume")
     click.echo(f"step {last['step']}  train_loss {last['train_loss']:.4f}  val_loss {last['val_loss']:.4f}  "
@@ -187,8 +217,9 @@ def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, w
 Examples:
   tx sample --ckpt out --prompt "ROMEO:" --max-new-tokens 200
   tx sample --ckpt out --temperature 0          greedy: always the most likely character""")
-@click.option("--ckpt", "ckpt_dir", default="out", show_default=True, help="Checkpoint folder written by tx train.")
-@click.option("--prompt", default="\n", show_default=True, help="Text to continue.")
+@click.option("--ckpt", "ckpt_dir", default="out", show_default=True, metavar="DIR",
+              help="Checkpoint folder written by tx train (its --out).")
+@click.option("--prompt", default="\n", show_default="a newline", help="Text to continue.")
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(0))
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0),
               help="0 means greedy (argmax).")
@@ -202,11 +233,18 @@ def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache,
     try:
         _check_device(device)
         model, tok = load_model(ckpt_dir, device=device)
-        ids = tok.encode(prompt)
     except (CheckpointError, ValueError, OSError) as e:
         _fail(str(e))
+    unknown = sorted({ch for ch in prompt if ch not in tok.stoi})
+    if unknown:
+        _fail(f"--prompt has characters the model was not trained on: {''.join(unknown)!r} "
+              f"(its vocabulary has {tok.vocab_size} characters)")
+    ids = tok.encode(prompt)
     if not ids:
         _fail("--prompt must contain at least one character")
+    if len(ids) > model.config.block_size:   # generate() crops the context, as nanoGPT does
+        click.echo(f"note: the prompt has {len(ids)} characters, more than the model's block size "
+                   f"{model.config.block_size}; only the last {model.config.block_size} condition the sample", err=True)
     out = generate(model, np.array([ids]), max_new_tokens, temperature=temperature, top_k=top_k,
                    rng=np.random.default_rng(seed), use_cache=not no_cache)
     click.echo(tok.decode(out[0]))
@@ -268,7 +306,11 @@ def _viz_errors():
     """Drawing problems (too many nodes, no Graphviz, unwritable file) -> one line, exit 1."""
     try:
         yield
-    except (ValueError, RuntimeError, OSError) as e:
+    except OSError as e:
+        where = f"cannot write {e.filename}: " if e.filename else ""
+        why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror
+        raise click.ClickException(f"{where}{why or str(e).splitlines()[0]}") from None
+    except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
@@ -375,6 +417,37 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
         path = explore(loss, out, title=_preset_title(preset), collapse=_collapse_for(preset, collapse),
                        rankdir=rankdir)
     click.echo(f"wrote {path}: open it in a browser")
+
+# ---- docs: figures
+@main.command("figures", epilog="""\b
+Examples:
+  tx figures --out docs/figures                  every figure of docs/backprop.md (about a minute)
+  tx figures --out /tmp/f --only attention.svg   just one; repeat --only for more""")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Folder to write the figures into (created if missing). Required.")
+@click.option("--only", "names", multiple=True, metavar="NAME",
+              help="Write only this figure, named by its file (attention.svg, scaling.png, ...); repeatable.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every figure's numbers.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def figures_cmd(out_dir, names, seed, progress):
+    """Write the figures of docs/backprop.md: computation graphs as SVG, plots as PNG, and the
+    leakage samples as text. Two tiny models are trained on the way (about a minute on two
+    cores). The same seed writes the same files."""
+    if out_dir is None:
+        raise OneLineUsageError("--out DIR is required: the folder to write into, e.g. tx figures --out docs/figures")
+    for name in names:
+        if name not in FIGURES:
+            close = difflib.get_close_matches(name, list(FIGURES), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise OneLineUsageError(f"--only: unknown figure {name!r}; {hint}valid names: {', '.join(FIGURES)}")
+    out = _writable_dir(out_dir)
+    start = time.perf_counter()
+    with _viz_errors():
+        paths = make_figures(out, names=list(dict.fromkeys(names)) or None, progress=progress, seed=seed)
+    for path in paths:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(paths)} files in {time.perf_counter() - start:.1f} s")
+
 
 # ---- bench
 @main.command(epilog="""\b

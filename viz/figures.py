@@ -20,16 +20,17 @@ import pathlib
 import tempfile
 
 import numpy as np
+from matplotlib.colors import TwoSlopeNorm
 from tqdm.auto import tqdm
 
 from tinygrad_tx import Tensor, backend, functional as F, fused_ops, no_grad, scope
-from transformer import (Block, GPT, GPTConfig, TextDataset, TrainConfig, Trainer,
+from transformer import (Block, GPT, GPTConfig, MultiHeadAttention, TextDataset, TrainConfig, Trainer,
                          causal_mask, generate, scaled_dot_product_attention)
 from transformer import reverse_task
 
 from . import examples, plots
 from .graph import (BOX_FILL, EDGE, GRAD, HEAD_CONST, HEAD_INNER, HEAD_PARAM, OP_FILL, GraphPlan,
-                    draw_graph, esc)
+                    draw_graph, esc, graph_nodes)
 from .render import render
 
 PNG_DPI = 150
@@ -59,33 +60,34 @@ def _leaf(arr, name, requires_grad=True):
 
 
 def _legend_grid(boxes=False):
-    """The drawing legend as a two-row table (the one-row legend of draw_graph widens a
-    top-to-bottom layout by half)."""
+    """The drawing legend as a two-row table, to sit under the title."""
     def cell(swatch, text, bg="white"):
         return f'<TD BGCOLOR="{bg}">{swatch}</TD><TD ALIGN="LEFT">{text}</TD>'
-    row1 = [cell(f'<FONT COLOR="{EDGE}">──→</FONT>', "forward: data flows along arrows"),
+    row1 = [cell(f'<FONT COLOR="{EDGE}">&#8594;</FONT>', "forward: data flows along arrows"),
             cell(f'<FONT COLOR="{GRAD}">grad</FONT>', "dL/d(tensor): flows back against them"),
             cell("Op", "op node", OP_FILL)]
     row2 = [cell("name", "leaf needing grad", HEAD_PARAM), cell("name", "made by an op", HEAD_INNER),
             cell("name", "constant (no grad)", HEAD_CONST)]
     if boxes:
         row1.append(cell("scope", "collapsed module", BOX_FILL))
-        row2.append('<TD></TD><TD></TD>')
-    return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3" COLOR="#cccccc">'
-            f'<TR>{"".join(row1)}</TR><TR>{"".join(row2)}</TR></TABLE>>')
+        row2.append("<TD></TD><TD></TD>")
+    return (f'<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="2" COLOR="#cccccc">'
+            f'<TR>{"".join(row1)}</TR><TR>{"".join(row2)}</TR></TABLE>')
 
 
 def _graph(root, path, title, subtitle=None, rankdir="TB", collapse=None, max_nodes=300):
-    """Draw root's graph and write it. Three touches over draw_graph: a bold title with a
-    smaller subtitle line; an input used k times by one op gets k arrows (draw_graph draws one,
-    which would hide the reuse in `a + a`); in a top-to-bottom layout the legend goes under
-    the graph as a two-row table (the one-row legend at the top widens the drawing by half)."""
-    dot = draw_graph(root, rankdir=rankdir, collapse=collapse, max_nodes=max_nodes, legend=rankdir == "LR")
-    head = f'<FONT POINT-SIZE="16"><B>{esc(title)}</B></FONT>'
-    if subtitle:
-        head += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="11" COLOR="#444444">{esc(subtitle)}</FONT>'
-    dot.attr(label=f"<{head}<BR ALIGN=\"LEFT\"/>>", labelloc="t", labeljust="l")
+    """Draw root's graph and write it. Two touches over draw_graph: the graph's label holds a
+    bold title, a subtitle line and a compact two-row legend (draw_graph's one-row legend node
+    takes a whole rank of its own); an input used k times by one op gets k arrows (draw_graph
+    draws one, which would hide the reuse in `a + a`)."""
+    dot = draw_graph(root, rankdir=rankdir, collapse=collapse, max_nodes=max_nodes, legend=False)
     plan = GraphPlan(root, collapse)
+    rows = [f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="16"><B>{esc(title)}</B></FONT></TD></TR>']
+    if subtitle:
+        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="11" COLOR="#444444">{esc(subtitle)}</FONT></TD></TR>')
+    rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{_legend_grid(bool(plan.boxes))}</FONT></TD></TR>')
+    dot.attr(label=f'<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0">{"".join(rows)}</TABLE>>',
+             labelloc="t", labeljust="l")
     for k, t in enumerate(plan.order):
         if t.op is None or plan.box_of[k] is not None:
             continue
@@ -93,41 +95,116 @@ def _graph(root, path, title, subtitle=None, rankdir="TB", collapse=None, max_no
         for pid, n in uses.items():
             for _ in range(n - 1):
                 dot.edge(plan.tensor_node(plan.index[pid]), f"op{k}")
-    if rankdir == "TB":
-        dot.node("legend", shape="plain", fontsize="9", label=_legend_grid(bool(plan.boxes)))
-        dot.edge(plan.tensor_node(len(plan.order) - 1), "legend", style="invis")     # under the root
     return render(dot, path)
 
 
+# ----------------------------------------------------------------------------- naming
+# A drawing labels each tensor box with `t.name` ("tensor" when unnamed). The builders below
+# name the steps a reader should find, by the shape of the graph around them.
+def _name(t, name):
+    """Name t unless it already has a name."""
+    if t is not None and t.name is None:
+        t.name = name
+
+
+def _readers(order):
+    """id(tensor) -> the tensors that read it."""
+    readers = collections.defaultdict(list)
+    for t in order:
+        for p in t.parents:
+            readers[id(p)].append(t)
+    return readers
+
+
 def _name_params(model, prefix=""):
-    """Give every parameter its dotted module name ("attn.c_attn.weight") for the drawing."""
+    """Give every parameter its dotted module name ("h.0.attn.c_attn.weight")."""
     for name, p in model.named_parameters():
         p.name = prefix + name
 
 
-def _walk(root):
-    seen, order, stack = set(), [], [root]
-    while stack:
-        t = stack.pop()
-        if id(t) not in seen:
-            seen.add(id(t))
-            order.append(t)
-            stack.extend(t.parents)
-    return order
-
-
 def _name_scale(root):
-    """Name the constant 1/sqrt(hs) that scaled_dot_product_attention multiplies the scores by."""
-    for t in _walk(root):
-        if t.op is not None and t.op.name == "Mul" and t.name == "scores":
-            const = t.parents[1]
-            if const.name is None and const.size == 1:
-                const.name = "1/sqrt(hs)"
+    """The constant 1/sqrt(hs) that scaled_dot_product_attention multiplies the scores by."""
+    for t in graph_nodes(root):
+        if t.op is not None and t.op.name == "Mul" and t.name == "scores" and t.parents[1].size == 1:
+            _name(t.parents[1], "1/sqrt(hs)")
+
+
+def _name_divisor(root, name):
+    """The constant divisor of every Div (the count n of a mean = sum / n)."""
+    for t in graph_nodes(root):
+        if t.op is not None and t.op.name == "Div" and t.parents[1].op is None:
+            _name(t.parents[1], name)
+
+
+def _name_outputs(root, labels):
+    """For each scope prefix in `labels`, the tensors made inside that module and read outside
+    it (or the root) get the label: the outputs of the boxes of a collapsed drawing."""
+    order = graph_nodes(root)
+    readers = _readers(order)
+
+    def inside(t, prefix):
+        return (t.scope or "") == prefix or (t.scope or "").startswith(prefix + ".")
+    for t in order:
+        for prefix, label in labels.items():
+            if t.op is not None and inside(t, prefix) and (
+                    t is root or any(not inside(r, prefix) for r in readers[id(t)])):
+                _name(t, label)
+
+
+def _name_gelu(root):
+    """The steps of the exact GELU as Tensor.gelu composes it: 0.5 h * (1 + erf(h * 1/sqrt 2))."""
+    order = graph_nodes(root)
+    readers = _readers(order)
+    for t in order:
+        if t.op is None or t.op.name != "Erf":
+            continue
+        _name(t, "erf(h/sqrt2)")
+        _name(t.parents[0], "h/sqrt2")
+        _name(t.parents[0].parents[1], "1/sqrt2")
+        for one_plus in (r for r in readers[id(t)] if r.op.name == "Add"):
+            _name(one_plus, "1 + erf(h/sqrt2)")
+            _name(one_plus.parents[0], "1")
+            for out in (r for r in readers[id(one_plus)] if r.op.name == "Mul"):
+                _name(out, "gelu(h) = 0.5h (1 + erf(h/sqrt2))")
+                _name(out.parents[0], "0.5h")
+                _name(out.parents[0].parents[0], "0.5")
+
+
+def _fill_names(root):
+    """Every tensor still unnamed gets a short name from its op and inputs ("sum(x)",
+    "(x - mu)^2"), parents first; a leaf still unnamed is a constant: "const"."""
+    def short(t):
+        name = (t.name or "").split(" = ")[0]            # "z = logits - max" -> "z"
+        return name if name and len(name) <= 14 else "..."
+    for t in graph_nodes(root):
+        if t.name is not None:
+            continue
+        if t.op is None:
+            t.name = "const"
+            continue
+        op, ps = t.op.name, t.parents
+        if op == "Sum":
+            t.name = f"sum({short(ps[0])})"
+        elif op == "Pow":
+            t.name = f"({short(ps[0])})^{t.op.args.get('exponent')}"
+        elif op in ("Exp", "Log", "Tanh", "Sqrt", "Erf"):
+            t.name = f"{op.lower()}({short(ps[0])})"
+        elif op == "Neg":
+            t.name = f"-{short(ps[0])}"
+        elif op == "Reshape":
+            t.name = f"{short(ps[0])} {tuple(t.shape)}"
+        elif op in ("Add", "Sub", "Mul", "Div") and len(ps) == 2:
+            t.name = f"{short(ps[0])} {dict(Add='+', Sub='-', Mul='*', Div='/')[op]} {short(ps[1])}"
+        else:
+            t.name = op.lower()
 
 
 # ----------------------------------------------------------------------------- 1. scalars
 def neuron_svg(out_dir, seed):
     loss = examples.build("neuron", seed=seed)
+    for t in graph_nodes(loss):
+        if t.name == "n":
+            t.parents[0].name = "sum(w*x)"
     return _graph(loss, out_dir / "neuron.svg", "a neuron: loss = (tanh(w.x + b) - y)^2",
                   "after loss.backward(): black = value, red = dloss/d(that tensor)", rankdir="LR")
 
@@ -173,6 +250,12 @@ def softmax_jacobian_png(out_dir, seed):
 
 def softmax_xent_svg(out_dir, seed):
     loss = examples.build("softmax-xent", seed=seed)
+    _name_divisor(loss, "N")
+    for t in graph_nodes(loss):
+        if t.name == "z = logits - max":
+            _name(t.parents[0], "logits (N, V)")
+            _name(t.parents[1], "max (detached)")
+    _fill_names(loss)
     return _graph(loss, out_dir / "softmax-xent.svg", "softmax + cross-entropy",
                   "logits (2, 4), targets [1, 3]: loss = -mean log_softmax(logits)[y];  "
                   "dL/dlogits = (softmax(logits) - onehot(y)) / 2")
@@ -181,6 +264,7 @@ def softmax_xent_svg(out_dir, seed):
 # ----------------------------------------------------------------------------- 4. masking
 def masked_softmax_svg(out_dir, seed):
     loss = examples.build("masked-softmax", seed=seed)
+    _fill_names(loss)
     return _graph(loss, out_dir / "masked-softmax.svg", "causal masked softmax (3 x 3)",
                   "future scores set to -inf before the softmax: their weights are exactly 0, "
                   "and so is the gradient reaching them")
@@ -199,10 +283,19 @@ def score_grads_data(seed=0):
 
 def score_grads_png(out_dir, seed):
     res = score_grads_data(seed)
-    fig = plots.score_gradient_heatmap(res.grad, SCORE_TOKENS, mask=causal_mask(len(SCORE_TOKENS)),
-                                       weights=res.weights,
-                                       title="one causal head: weights (top) and dL/dscores (bottom); "
-                                             "hatched = masked, exactly 0")
+    mask = causal_mask(len(SCORE_TOKENS))
+    fig = plots._figure(9.0, 4.4)
+    ax_w, ax_g = fig.subplots(1, 2)
+    im_w = plots._heatmap(ax_w, res.weights, mask, SCORE_TOKENS, SCORE_TOKENS, "viridis", vmin=0.0, vmax=1.0)
+    ax_w.set_title("attention weights = softmax(masked scores)", fontsize=10)
+    fig.colorbar(im_w, ax=ax_w, label="weight", shrink=0.8)
+    bound = float(np.abs(res.grad).max())
+    im_g = plots._heatmap(ax_g, res.grad, mask, SCORE_TOKENS, SCORE_TOKENS, "RdBu_r",
+                          norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound), fmt="{:+.2f}")
+    ax_g.set_title("dL/dscores (before the mask and softmax)", fontsize=10)
+    fig.colorbar(im_g, ax=ax_g, label="gradient", shrink=0.8)
+    fig.suptitle("one causal attention head on 5 tokens: hatched cells were set to -inf, so their weight "
+                 "and their gradient are exactly 0", fontsize=10)
     return _save_png(fig, out_dir / "score_grads.png")
 
 
@@ -238,29 +331,50 @@ def scaling_png(out_dir, seed):
 
 # ----------------------------------------------------------------------------- 6. multi-head
 def multihead_svg(out_dir, seed):
-    loss = examples.build("multihead", seed=seed)
-    for t in _walk(loss):            # name the split / reshape / transpose steps of each head
-        if t.name in ("q", "k", "v") and t.op is not None and t.op.name == "Permute":
-            t.name = f"{t.name} (B, H, T, hs)"
-            split = t.parents[0]
-            if split.op is not None and split.op.name == "Reshape":
-                split.name = f"{t.name[0]} (B, T, H, hs)"
-                flat = split.parents[0]
-                if flat.op is not None and flat.op.name == "GetItem":
-                    flat.name = f"{t.name[0]} (B, T, C)"
-                    if flat.parents[0].name is None:
-                        flat.parents[0].name = "q|k|v = x @ c_attn (B, T, 3C)"
-        if t.op is not None and t.op.name == "Reshape" and t.parents[0].op is not None \
-                and t.parents[0].op.name == "Permute" and t.parents[0].parents[0].name == "y":
-            t.name = "heads concatenated (B, T, C)"
-            t.parents[0].name = "y (B, T, H, hs)"
-    return _graph(loss, out_dir / "multihead.svg", "multi-head attention: C = 8, H = 2 heads of hs = 4",
-                  "one projection to q|k|v, reshaped to (B, H, T, hs), attention per head, merged back, mixed by c_proj")
+    rng = np.random.default_rng(seed)
+    with fused_ops(False):
+        with _seeded(seed):
+            mha = MultiHeadAttention(8, 2, causal=True)
+        _name_params(mha, "attn.")
+        x = _leaf(rng.normal(size=(1, 4, 8)), "x (B, T, C)", requires_grad=False)        # (B, T, C)
+        with scope("attn"):
+            y = mha(x)                                                                  # (B, T, C)
+        y.name = "out = c_proj(heads) (B, T, C)"
+        mha.weights.name = "weights"                                                    # (B, H, T, T)
+        examples._name_attention(y)
+        _name_scale(y)
+        for t in graph_nodes(y):           # name the split / reshape / transpose steps of each head
+            if t.name in ("q", "k", "v") and t.op is not None and t.op.name == "Permute":
+                letter = t.name
+                t.name = f"{letter} (B, H, T, hs)"
+                split = t.parents[0]
+                if split.op is not None and split.op.name == "Reshape":
+                    split.name = f"{letter} (B, T, H, hs)"
+                    flat = split.parents[0]
+                    if flat.op is not None and flat.op.name == "GetItem":
+                        flat.name = f"{letter} (B, T, C)"
+                        _name(flat.parents[0], "q|k|v = c_attn(x) (B, T, 3C)")
+            if t.op is not None and t.op.name == "Reshape" and t.parents[0].op is not None \
+                    and t.parents[0].op.name == "Permute" and t.parents[0].parents[0].name == "y":
+                t.name = "heads side by side (B, T, C)"
+                t.parents[0].name = "y (B, T, H, hs)"
+        y.backward(rng.normal(size=(1, 4, 8)))                                          # upstream dL/dout
+    for t in graph_nodes(y):
+        if t.name == "y" and t.op is not None and t.op.name == "MatMul":
+            t.name = "y (B, H, T, hs)"
+    return _graph(y, out_dir / "multihead.svg", "multi-head attention: C = 8, H = 2 heads of hs = 4",
+                  "one projection to q|k|v, reshaped to (B, H, T, hs), attention in every head at once, "
+                  "merged back, mixed by c_proj (W_O)", collapse=["attn.c_attn", "attn.c_proj"])
 
 
 # ----------------------------------------------------------------------------- 7. layer norm
 def layernorm_svg(out_dir, seed):
     loss = examples.build("layernorm", seed=seed)
+    _name_divisor(loss, "C")
+    for t in graph_nodes(loss):
+        if t.name == "var + eps":
+            _name(t.parents[1], "eps")
+    _fill_names(loss)
     return _graph(loss, out_dir / "layernorm.svg", "layer norm of x (B, T, C) = (2, 4, 6)",
                   "mean and variance over the last axis: one pair per token, (2, 4, 1)")
 
@@ -286,6 +400,9 @@ def gpt_block_svg(out_dir, seed):
             y = block(x)                                                               # (B, T, C)
         y.name = "out = x1 + mlp(ln_2(x1))"
         y.parents[0].name = "x1 = x + attn(ln_1(x))"
+        _name_outputs(y, {"h.0.ln_1": "ln_1(x)", "h.0.attn": "attn(ln_1(x))", "h.0.ln_2": "ln_2(x1)",
+                          "h.0.mlp.c_fc": "h = c_fc(ln_2(x1)) (B, T, 4C)", "h.0.mlp.c_proj": "mlp(ln_2(x1))"})
+        _name_gelu(y)
         y.backward(rng.normal(size=(1, 4, 8)))                                         # upstream dL/dout
     collapse = ["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"]
     return _graph(y, out_dir / "gpt-block.svg", "one pre-norm transformer block",
@@ -307,6 +424,11 @@ def gpt_svg(out_dir, seed):
         with scope("cross_entropy"):
             loss = F.cross_entropy(logits, targets)
         loss.name = "loss"
+        _name_outputs(loss, {"wte": "token embeddings (B, T, C)", "wpe": "position embeddings (T, C)",
+                             "h.0": "after block h.0", "h.1": "after block h.1", "ln_f": "ln_f(x)"})
+        for t in graph_nodes(loss):
+            if t.op is not None and t.op.name == "Add" and not t.scope:
+                _name(t, "x = tokens + positions")
         loss.backward()
     collapse = ["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head", "cross_entropy"]
     return _graph(loss, out_dir / "gpt.svg", "a whole GPT, one box per module",
@@ -357,8 +479,12 @@ def leakage_curves_png(out_dir, seed):
     for (causal, label), colour in zip(((True, "causal mask"), (False, "no mask")), colours):
         g = runs[causal]["generation_loss"]
         ax.axhline(g, color=colour, linestyle=":", linewidth=1.5)
-        ax.annotate(f"{label}, scored as generation runs it: {g:.2f}", (0.98, g), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=8, color=colour)
+        x, ha = (0.98, "right") if causal else (0.02, "left")
+        what = "scored as generation runs it" if causal else \
+            "the same model scored as generation runs it (prefix only, no future to copy)"
+        ax.annotate(f"{label}, {what}: {g:.2f}",
+                    (x, g), xycoords=("axes fraction", "data"), xytext=(0, -3), textcoords="offset points",
+                    ha=ha, va="top", fontsize=8, color=colour)
     ax.set_ylim(0, max(5.0, runs[False]["generation_loss"] + 0.8))
     ax.legend(fontsize=8, loc="center right")
     return _save_png(fig, out_dir / "leakage_curves.png")
@@ -390,9 +516,10 @@ def attention_heads_png(out_dir, seed):
     model, tok = run["model"], run["tokenizer"]
     ids = np.array(tok.encode(LEAK_TEXT))
     with fused_ops():
-        fig = plots.attention_grid(model, ids, [_char_label(c) for c in LEAK_TEXT],
-                                   title="attention of the causal GPT (trained 300 steps) on "
-                                         + repr(LEAK_TEXT) + ": rows = queries, hatched = masked future")
+        fig = plots.attention_grid(model, ids, [_char_label(c) for c in LEAK_TEXT])
+    fig.set_size_inches(9.5, 9.0)                     # 16 x 16 cells: room for every character label
+    fig.suptitle(f"attention of the tiny causal GPT (trained 300 steps) on {LEAK_TEXT!r}\nrows: queries (each "
+                 "sums to 1); hatched: the masked future;  ␣ = space, ↵ = newline", fontsize=11)
     return _save_png(fig, out_dir / "attention_heads.png")
 
 
@@ -438,17 +565,26 @@ def cross_attention_png(out_dir, seed):
     keys = [digit(t) for t in src]
     outs = [digit(t) for t in tgt_in[1:]] + ["eos"]
     queries = [f"{'bos' if i == 0 else digit(t)} → {o}" for i, (t, o) in enumerate(zip(tgt_in, outs))]
-    mask = np.broadcast_to(src == reverse_task.PAD, (L * H, Tq, S))                    # padding keys blocked
-    fig = plots.attention_heatmaps(weights.reshape(L * H, Tq, S), queries, keys, mask=mask)
-    for i, ax in enumerate(a for a in fig.axes if a.get_images()):
-        ax.set_title(f"decoder layer {i // H}, head {i % H}", fontsize=9)
-        ax.set_xlabel("key: encoder position (source digit)")
-        ax.set_ylabel("query: decoder input → output")
+    mask = np.broadcast_to(src == reverse_task.PAD, (Tq, S))                             # padding keys blocked
+    fig = plots._figure(2.3 * H + 1.6, 2.6 * L + 1.0)
+    axes = fig.subplots(L, H, squeeze=False)
+    for layer in range(L):
+        for h in range(H):
+            ax = axes[layer, h]
+            im = plots._heatmap(ax, weights[layer, h], mask, queries, keys, "viridis", vmin=0.0, vmax=1.0,
+                                annotate=False)
+            ax.set_title(f"decoder layer {layer}, head {h}", fontsize=9)
+            ax.set_xlabel("key: source digit" if layer == L - 1 else "")
+            ax.set_ylabel("query: decoder input → output" if h == 0 else "")
+            if h:
+                ax.set_yticklabels([])
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="cross-attention weight", shrink=0.8)
     src_s = "".join(k for k in keys if k != "pad")
     pred_s = "".join(digit(t) for t in pred if t >= reverse_task.DIGIT0)
-    fig.suptitle(f"cross-attention of the encoder-decoder trained {REVERSE_STEPS} steps to reverse digit strings; "
-                 f"held-out source {src_s} -> greedy output {pred_s} "
-                 f"(held-out exact match {result['exact_match']:.0%})", fontsize=10)
+    fig.suptitle(f"encoder-decoder trained {REVERSE_STEPS} steps to reverse digit strings: cross-attention on the "
+                 f"held-out source {src_s} (greedy output {pred_s})\nqueries come from the decoder, keys and values "
+                 f"from the encoder; padded keys hatched; held-out exact match {result['exact_match']:.0%}",
+                 fontsize=10)
     return _save_png(fig, out_dir / "cross_attention.png")
 
 

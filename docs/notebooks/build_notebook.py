@@ -43,22 +43,25 @@ primitives. Each section builds something small, shows its computation graph or 
 inline, and checks the claim it makes with an `assert` that runs every time the notebook does
 (`tests/test_notebook.py` executes it top to bottom).
 
-Reading a graph: a white box is a tensor (its name, shape, values, and its gradient in red
-once backward has run), a grey rounded box is the op that made it. Arrows point forward;
-backward walks them in reverse.
+Reading a graph: a rectangular box is a tensor (name, shape, values, and its gradient in red
+once backward has run; the header is yellow for a leaf that needs a gradient, blue for a tensor
+made by an op, grey for a constant), a blue rounded box is an op. Arrows point forward;
+backward walks them in reverse. Each drawing carries this legend.
 
 Shapes use one set of letters: B batch, T time (sequence position), C channels, H heads,
 hs head size (C // H), V vocabulary, N rows.
 
 The text version of this walkthrough is [docs/backprop.md](../backprop.md). To run the
-notebook: `make test` installs everything it needs into `.venv`; then
-`.venv/bin/jupyter` is not included, so open it with any Jupyter that can use the
-`.venv/bin/python` kernel, or just run it headless as the tests do.
+notebook yourself: `make test` installs the package, `ipykernel` and `nbclient` into `.venv`
+(the tests run it headless); for the Jupyter interface add it with
+`.venv/bin/pip install jupyterlab` and start `.venv/bin/jupyter lab`. Drawing graphs needs
+Graphviz's `dot` (or the `graphviz-pure` pip package).
 """)
 
 code(r"""
 %matplotlib inline
 import math
+import warnings
 
 import numpy as np
 
@@ -73,6 +76,7 @@ tinygrad_tx.set_default_dtype("float64")   # exact identities below are checked 
 tinygrad_tx.manual_seed(0)                 # parameter initialisation
 rng = np.random.default_rng(0)             # every other random number
 np.set_printoptions(precision=4, suppress=True)
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bar; we train with progress=False
 """)
 
 # ============================================================================= 1. scalars
@@ -332,7 +336,7 @@ d = 256
 qs, ks = rng.standard_normal((200, 1, d)), rng.standard_normal((200, 8, d))
 raw = (qs * ks).sum(axis=-1)                                     # (200, 8) unscaled scores
 jac = lambda s: np.mean([np.abs(plots.softmax_jacobian(row)).sum() for row in s])
-print(f"mean |J| unscaled {jac(raw):.3f}  scaled {jac(raw / math.sqrt(d)):.3f}")
+print(f"mean sum |J_ij| over 200 queries: unscaled {jac(raw):.3f}  scaled {jac(raw / math.sqrt(d)):.3f}")
 assert jac(raw) < 0.5 * jac(raw / math.sqrt(d))
 plots.scaling_figure()
 """)
@@ -373,7 +377,7 @@ plots.attention_heatmaps(mha.weights, list("abcd"), mask=causal_mask(T))
 """)
 
 code(r"""
-draw_graph(examples.multihead(seed=0), show_values=False)     # Reshape / Permute: the heads
+draw_graph(examples.multihead(seed=0), show_values=False, rankdir="TB")   # Reshape + Permute make the heads
 """)
 
 # ============================================================================= 7. layer norm
@@ -439,7 +443,7 @@ block = Block(C, H, causal=True, norm="pre")
 xb = Tensor(rng.standard_normal((B, T, C)), requires_grad=True, name="x")   # (B, T, C)
 dY = rng.standard_normal((B, T, C))
 block(xb).backward(dY)
-print("|dL/dx - dL/dy| with trained-looking weights:", np.abs(xb.grad - dY).max())
+print("largest |dL/dx - dL/dy| with random weights:", np.abs(xb.grad - dY).max())
 for lin in (block.attn.c_proj, block.mlp.c_proj):      # W_O and the MLP's second layer
     lin.weight.data[...] = 0.0
     lin.bias.data[...] = 0.0
@@ -449,24 +453,26 @@ np.testing.assert_array_equal(xb.grad, dY)             # only the highway is lef
 """)
 
 md(r"""
-The `gpt-block` preset drawn with the module scopes two levels deep folded into boxes
-(`collapse=2`): the two residual additions stay visible between the boxes for ln_1, attn,
-ln_2 and mlp.
+The `gpt-block` preset with every module scope deeper than three levels folded into one box
+(`collapse=3`): the two residual additions stay visible between the boxes `h.0.ln_1`,
+`h.0.attn`, `h.0.ln_2` and `h.0.mlp`. (`ln_1` holds only 2 ops: its input x needs no
+gradient, so the mean and variance of x are constants and the graph starts at `xhat * weight`.)
 """)
 
 code(r"""
-draw_graph(examples.gpt_block(seed=0), collapse=2, show_values=False)
+draw_graph(examples.gpt_block(seed=0), collapse=3, show_values=False)
 """)
 
 md(r"""
 A whole GPT (2 layers, 2 heads, C = 8, vocabulary 11) with its next-token cross-entropy.
-Drawn flat it has hundreds of nodes; with `collapse=2` each `h.0.attn`, `h.1.mlp`, ... is one
-box (`tx graph gpt` does the same).
+Drawn flat it has hundreds of nodes; with `collapse=2` each layer `h.0`, `h.1` is one box
+(`tx graph gpt` does the same). Note the token embedding's `weight` feeding both `wte` and
+`lm_head`: the output layer reuses it (weight tying), so its gradient is the sum of both uses.
 """)
 
 code(r"""
 gpt_loss = examples.gpt(seed=0)
-draw_graph(gpt_loss, collapse=2, show_values=False)
+draw_graph(gpt_loss, collapse=2, show_values=False, rankdir="TB")
 """)
 
 # ============================================================================= 9. causal mask
@@ -503,7 +509,7 @@ assert leak > 1e-6
 
 greedy = generate(model, ids[:, :2], max_new_tokens=6, temperature=0)                  # KV cache
 assert np.array_equal(greedy, generate(model, ids[:, :2], 6, temperature=0, use_cache=False))
-print("greedy continuation of", ids[0, :2], "->", greedy[0, 2:])
+print("greedy continuation of", ids[0, :2], "->", greedy[0, 2:], "(untrained: the tokens mean nothing yet)")
 plots.attention_grid(model, ids[0])
 """)
 
