@@ -78,8 +78,7 @@ def _legend_grid(boxes=False):
 def _graph(root, path, title, subtitle=None, rankdir="TB", collapse=None, max_nodes=300):
     """Draw root's graph and write it. Two touches over draw_graph: the graph's label holds a
     bold title, a subtitle line and a compact two-row legend (draw_graph's one-row legend node
-    takes a whole rank of its own); an input used k times by one op gets k arrows (draw_graph
-    draws one, which would hide the reuse in `a + a`)."""
+    takes a whole rank of its own)."""
     dot = draw_graph(root, rankdir=rankdir, collapse=collapse, max_nodes=max_nodes, legend=False)
     plan = GraphPlan(root, collapse)
     rows = [f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="16"><B>{esc(title)}</B></FONT></TD></TR>']
@@ -88,13 +87,6 @@ def _graph(root, path, title, subtitle=None, rankdir="TB", collapse=None, max_no
     rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{_legend_grid(bool(plan.boxes))}</FONT></TD></TR>')
     dot.attr(label=f'<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0">{"".join(rows)}</TABLE>>',
              labelloc="t", labeljust="l")
-    for k, t in enumerate(plan.order):
-        if t.op is None or plan.box_of[k] is not None:
-            continue
-        uses = collections.Counter(id(p) for p in t.parents)
-        for pid, n in uses.items():
-            for _ in range(n - 1):
-                dot.edge(plan.tensor_node(plan.index[pid]), f"op{k}")
     return render(dot, path)
 
 

@@ -315,7 +315,7 @@ def draw_graph(tensor, rankdir="LR", show_values=True, highlight=(), shade=(), c
                 attrs.update(fillcolor=HOT_FILL, color=HOT, penwidth="3")
             place(t.scope or "", node, label=_op_label(t), margin="0.08,0.03", **attrs)
     for b, info in plan.boxes.items():
-        what = f"{info['ops']} ops" + (f", {info['leaves']} leaves" if info["leaves"] else "")
+        what = _count(info["ops"], "op") + (f", {_count(info['leaves'], 'leaf', 'leaves')}" if info["leaves"] else "")
         attrs = dict(shape="box3d", style="filled", fillcolor=BOX_FILL, color="#7d5a99")
         if info["id"] in done:
             attrs.update(fillcolor=DONE_FILL)
@@ -331,7 +331,11 @@ def draw_graph(tensor, rankdir="LR", show_values=True, highlight=(), shade=(), c
         dst = plan.op_node(k)
         for p in t.parents:
             src = plan.tensor_node(plan.index[id(p)])
-            if src != dst and (src, dst) not in edges:
+            if src == dst:
+                continue
+            if dst.startswith("op"):                    # one arrow per use: a + a draws two
+                dot.edge(src, dst)
+            elif (src, dst) not in edges:               # a collapsed box: one arrow per input
                 edges.add((src, dst))
                 dot.edge(src, dst)
         if plan.visible[k] and (dst, f"t{k}") not in edges:
@@ -340,6 +344,10 @@ def draw_graph(tensor, rankdir="LR", show_values=True, highlight=(), shade=(), c
     if legend:
         dot.node("legend", shape="plain", fontsize="9", label=_legend(bool(hot), bool(done), bool(plan.boxes)))
     return dot
+
+
+def _count(n, one, many=None):
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _emit_clusters(dot, placed):
