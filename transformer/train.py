@@ -166,7 +166,7 @@ class Trainer:
                 break
             loss = self.train_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{last['val_loss']:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{last['val_loss']:.4f}", refresh=False)
             if self.callback:
                 self.callback(self.step, loss)
         bar.close()
