@@ -49,7 +49,8 @@ def peak_rss_mb():
 # ----------------------------------------------------------------------------- workers
 def worker_ours(c, steps, warmup, gen, device="cpu", variant=()):
     """variant: switches for ablations ("composed": no fused ops, "no-malloc": glibc defaults,
-    "all-grads": keep every intermediate .grad). Written to also run against older commits of
+    "all-grads": keep every intermediate .grad, "threaded-blocks": fused kernels' blocks shared
+    among the --threads threads). Written to also run against older commits of
     the engine (features it lacks are skipped), for before/after tables."""
     import contextlib
     import numpy as np
@@ -63,6 +64,8 @@ def worker_ours(c, steps, warmup, gen, device="cpu", variant=()):
     fused = getattr(tx, "fused_ops", None)
     mode = fused() if fused is not None and "composed" not in variant else contextlib.nullcontext()
     leaves_only = "all-grads" not in variant
+    if "threaded-blocks" in variant:
+        tx.backend.set_num_threads(int(os.environ.get("OPENBLAS_NUM_THREADS", "1")))
     tx.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
                           n_head=c["n_head"], n_embd=c["n_embd"]))
@@ -175,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--generate", action="store_true", help="also time generating 200 tokens (ours)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy for ours, CUDA for torch")
-    ap.add_argument("--variant", action="append", default=[], choices=["composed", "no-malloc", "all-grads"],
+    ap.add_argument("--variant", action="append", default=[], choices=["composed", "no-malloc", "all-grads", "threaded-blocks"],
                     help="ablation of our side (repeatable): composed ops, default malloc, keep all grads")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

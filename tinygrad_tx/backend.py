@@ -220,13 +220,13 @@ def _erf_float32(x, exp_neg_sq=None):
 
 
 BLOCK_ELEMENTS = 16384          # 64 KiB of float32: a block and its temporaries stay in the L2 cache
-_threads = 1
+_threads = 1        # measured on this 2-vCPU machine: 2 threads made GELU 40% slower (see bench/RESULTS.md)
 _pool = None
 
 
 def set_num_threads(n):
     """Threads for the blocked fused kernels (map_blocks); numpy's own ufuncs are single
-    threaded, BLAS has its own pool (OPENBLAS_NUM_THREADS). 1 = run blocks in order."""
+    threaded, BLAS has its own pool (OPENBLAS_NUM_THREADS). 1 (the default) = blocks in order."""
     global _threads, _pool
     n = max(1, int(n))
     if n != _threads and _pool is not None:
