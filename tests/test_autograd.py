@@ -368,3 +368,31 @@ def test_unbroadcast_grad_shapes(sa, sb):
     # d/da sum(a * b) = b summed over every output position that copied a
     np.testing.assert_allclose(a.grad.sum(), np.broadcast_to(b.numpy(), out).sum())
     np.testing.assert_allclose(b.grad.sum(), np.broadcast_to(a.numpy(), out).sum())
+
+
+def test_training_backward_releases_the_graph_as_it_goes():
+    """backward(leaves_only=True) drops graph edges as it passes them, so intermediates that
+    user code does not hold are freed during backward (PyTorch frees its graph the same way)."""
+    import gc
+    import weakref
+    x = Tensor(np.ones(3), requires_grad=True)
+    h = x * 2.0
+    ref = weakref.ref(h)
+    y = (h * 3.0).sum()
+    del h
+    gc.collect()
+    assert ref() is not None                    # still needed: the graph holds it
+    y.backward(leaves_only=True)
+    assert ref() is None                        # freed by the backward pass itself
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0, 6.0])
+    held = x * 2.0
+    z = (held * 3.0).sum()
+    z.backward(leaves_only=True)
+    np.testing.assert_array_equal(held.numpy(), [2.0, 2.0, 2.0])   # what the user holds stays
+
+
+def test_default_backward_keeps_the_graph_for_drawing():
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = (x * 2.0).sum()
+    y.backward()
+    assert y.parents and y.parents[0].parents[0] is x

@@ -210,7 +210,8 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False):
     reverse topological order. `Tensor.backward` drains this; the viz stepper records it."""
     order = toposort(root)
     pending = {id(root): grad}                  # gradient flowing into each tensor, summed
-    for node in reversed(order):
+    while order:
+        node = order.pop()                      # reverse topological order, releasing as we go
         g = pending.pop(id(node), None)
         if g is None:
             continue
@@ -247,3 +248,7 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False):
         yield node, g, op, tuple(parent_grads)
         if not retain_graph:
             op.saved, op.freed = (), True
+            if leaves_only:
+                # training: drop this node's graph edges too (as PyTorch frees its graph), so an
+                # activation is freed as soon as backward is past it, unless user code holds it
+                op.parents = ()

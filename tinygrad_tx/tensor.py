@@ -119,8 +119,10 @@ class Tensor:
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph=False, leaves_only=False):
         """Backpropagate from this tensor: every tensor in its graph that requires grad gets
-        (accumulates into) `.grad`. `leaves_only=True` keeps `.grad` on leaves only (faster
-        training, less memory). `retain_graph=True` keeps saved buffers for a second backward."""
+        (accumulates into) `.grad`. `leaves_only=True` is the training mode: `.grad` on leaves
+        only, and the graph is released as backward walks it (intermediate values are freed
+        early unless your code holds them), for speed and memory. `retain_graph=True` keeps
+        saved buffers (and the graph) for a second backward."""
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no graph was recorded: "
                                "were its inputs created with requires_grad=True, outside no_grad()?)")
