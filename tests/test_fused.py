@@ -11,7 +11,7 @@ from tinygrad_tx.ops import fused
 from tinygrad_tx.selfcheck import CASES, make_inputs
 from transformer import GPT, GPTConfig, scaled_dot_product_attention
 
-FUSED_OPS = (fused.Softmax, fused.LogSoftmax, fused.MaskedSoftmax, fused.CrossEntropy, fused.LayerNorm,
+FUSED_OPS = (fused.Softmax, fused.LogSoftmax, fused.AttentionWeights, fused.CrossEntropy, fused.LayerNorm,
              fused.Gelu, fused.Embedding, fused.Linear)
 
 
@@ -98,15 +98,26 @@ def test_fused_attention_matches_composed(with_mask):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 
-def test_masked_softmax_dead_row_is_zero_not_nan():
-    x = Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True, dtype="float64")
+def test_attention_weights_dead_row_is_zero_not_nan():
+    rng = np.random.default_rng(0)
+    q = Tensor(rng.standard_normal((3, 2)), requires_grad=True, dtype="float64")
+    k = Tensor(rng.standard_normal((4, 2)), requires_grad=True, dtype="float64")
     mask = np.zeros((3, 4), bool)
-    mask[1] = True                                   # row 1: every position blocked
-    y = fused.MaskedSoftmax.apply(x, mask=mask, scale=0.5)
-    (y * y).sum().backward()
-    assert (y.numpy()[1] == 0).all() and np.isfinite(y.numpy()).all()
-    assert (x.grad[1] == 0).all() and (x.grad[mask] == 0).all()
-    np.testing.assert_allclose(y.numpy()[[0, 2]].sum(-1), 1.0)
+    mask[1] = True                                   # query 1: every key blocked
+    mask[2, 3] = True
+    w = fused.AttentionWeights.apply(q, k, mask=mask, scale=0.5)
+    (w * w).sum().backward()
+    assert (w.numpy()[1] == 0).all() and (w.numpy()[mask] == 0).all() and np.isfinite(w.numpy()).all()
+    assert (q.grad[1] == 0).all() and np.isfinite(k.grad).all()
+    np.testing.assert_allclose(w.numpy()[[0, 2]].sum(-1), 1.0)
+
+
+def test_gradcheck_attention_weights_with_mask():
+    rng = np.random.default_rng(1)
+    q = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True, dtype="float64")
+    k = Tensor(rng.standard_normal((2, 5, 4)), requires_grad=True, dtype="float64")
+    mask = rng.random((3, 5)) < 0.3
+    assert gradcheck(lambda q, k: fused.AttentionWeights.apply(q, k, mask=mask, scale=0.5), [q, k])
 
 
 def test_cross_entropy_backward_twice_with_retain_graph():

@@ -7,7 +7,7 @@ values. The T x T score matrix is why attention costs O(T^2)."""
 import math
 
 from tinygrad_tx import Tensor, backend, concat, is_fused, nn
-from tinygrad_tx.ops.fused import MaskedSoftmax
+from tinygrad_tx.ops.fused import AttentionWeights
 
 from .masks import causal_mask, combine_masks
 
@@ -24,8 +24,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     mask = mask.data if isinstance(mask, Tensor) else mask
     if mask is not None:
         mask = backend.to_device(mask, q.device)
-    if is_fused():      # one op: scale, mask, softmax (dead rows give 0), hand-derived backward
-        weights = MaskedSoftmax.apply(q @ k.swapaxes(-1, -2), mask=mask, scale=1.0 / math.sqrt(hs))
+    if is_fused():      # one op: q k^T, scale, mask, softmax (dead rows give 0), hand-derived backward
+        weights = AttentionWeights.apply(q, k, mask=mask, scale=1.0 / math.sqrt(hs))
         return (dropout(weights) if dropout else weights) @ v, weights
     scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))   # (.., Tq, Tk)
     if mask is None:

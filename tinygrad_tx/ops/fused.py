@@ -53,46 +53,60 @@ class LogSoftmax(Function):
         return g - self.xp.exp(y) * g.sum(axis=self.args["axis"], keepdims=True)
 
 
-class MaskedSoftmax(Function):
-    """y = softmax(scale * x with blocked positions set to -inf), along the last axis;
-    dL/dx = scale * y * (dL/dy - sum(dL/dy * y)). Blocked positions have y = 0, so their
-    gradient is exactly 0. A row with every position blocked gives y = 0 (not 0/0 = NaN).
-    `mask`: boolean, True = blocked, broadcastable to x."""
-    def forward(self, x, mask=None, scale=1.0):
-        xp, T = self.xp, x.shape[-1]
-        rows = x.reshape(-1, T)                                             # (N, T)
-        y = xp.empty_like(rows)
-        blocked = None if mask is None else xp.broadcast_to(mask, x.shape).reshape(-1, T)
-        sc = x.dtype.type(scale)
+def masked_softmax(xp, x, mask, scale):
+    """softmax(scale * x) over the last axis with blocked positions (mask True) at weight 0;
+    a row with every position blocked gives all zeros (not 0/0 = NaN). Returns a new array."""
+    T = x.shape[-1]
+    rows = x.reshape(-1, T)                                                 # (N, T)
+    y = xp.empty_like(rows)
+    blocked = None if mask is None else xp.broadcast_to(mask, x.shape).reshape(-1, T)
+    sc = x.dtype.type(scale)
 
-        def kernel(xb, yb, *mb):
-            xp.multiply(xb, sc, out=yb)
-            if mb:
-                xp.copyto(yb, -xp.inf, where=mb[0])                          # blocked: -inf
-            m = yb.max(axis=-1, keepdims=True)
-            m[xp.isneginf(m)] = 0                                           # dead rows: avoid -inf - -inf
-            yb -= m
-            xp.exp(yb, out=yb)
-            total = row_sum(xp, yb)
-            total[total == 0] = 1                                           # dead rows stay all-zero
-            yb /= total
-        backend.map_blocks(kernel, rows, y, *(() if blocked is None else (blocked,)))
-        y = y.reshape(x.shape)
-        self.save_for_backward(y)
+    def kernel(xb, yb, *mb):
+        xp.multiply(xb, sc, out=yb)
+        if mb:
+            xp.copyto(yb, -xp.inf, where=mb[0])                              # blocked: -inf
+        m = yb.max(axis=-1, keepdims=True)
+        m[xp.isneginf(m)] = 0                                               # dead rows: avoid -inf - -inf
+        yb -= m
+        xp.exp(yb, out=yb)
+        total = row_sum(xp, yb)
+        total[total == 0] = 1                                               # dead rows stay all-zero
+        yb /= total
+    backend.map_blocks(kernel, rows, y, *(() if blocked is None else (blocked,)))
+    return y.reshape(x.shape)
+
+
+def masked_softmax_backward(xp, y, g, scale):
+    """dL/dx = scale * y * (dL/dy - sum(dL/dy * y)) row by row (blocked positions: y = 0, so 0)."""
+    T = y.shape[-1]
+    sc = g.dtype.type(scale)
+    out = xp.empty(y.shape, dtype=g.dtype)
+
+    def kernel(gb, yb, ob):
+        xp.multiply(gb, yb, out=ob)
+        ob -= yb * row_sum(xp, ob)
+        ob *= sc
+    backend.map_blocks(kernel, g.reshape(-1, T), y.reshape(-1, T), out.reshape(-1, T))
+    return out
+
+
+class AttentionWeights(Function):
+    """W = softmax(mask(q k^T * scale)) over the keys, in one node: the (.., Tq, Tk) scores are
+    never kept. Backward (S = q k^T * scale, blocked scores fixed at -inf):
+      dL/dS = W * (dL/dW - sum_k(dL/dW * W))    softmax backward; 0 where blocked
+      dL/dq = scale * dL/dS @ k,   dL/dk = scale * dL/dS^T @ q
+    A query with every key blocked gets all-zero weights and no gradient."""
+    def forward(self, q, k, mask=None, scale=1.0):
+        y = masked_softmax(self.xp, q @ k.swapaxes(-1, -2), mask, scale)     # (.., Tq, Tk)
+        self.save_for_backward(q, k, y)
         return y
 
     def backward(self, g):
-        (y,) = self.saved
-        xp, T = self.xp, y.shape[-1]
-        sc = g.dtype.type(self.args["scale"])
-        out = xp.empty(y.shape, dtype=g.dtype)
-
-        def kernel(gb, yb, ob):
-            xp.multiply(gb, yb, out=ob)
-            ob -= yb * row_sum(xp, ob)
-            ob *= sc
-        backend.map_blocks(kernel, g.reshape(-1, T), y.reshape(-1, T), out.reshape(-1, T))
-        return out
+        q, k, y = self.saved
+        ds = masked_softmax_backward(self.xp, y, g, self.args["scale"])     # scale included
+        need_q, need_k = self.needs_grad
+        return (ds @ k if need_q else None), (ds.swapaxes(-1, -2) @ q if need_k else None)
 
 
 class CrossEntropy(Function):
