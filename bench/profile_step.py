@@ -77,10 +77,10 @@ def main():
         total = (time.perf_counter() - start) / a.steps * 1e3
     ops = sum(stats.values()) / a.steps * 1e3
     print(f"{total:.1f} ms/step: " + ", ".join(f"{k} {v / a.steps * 1e3:.1f}" for k, v in parts.items()))
-    print(f"{'op':<16}{'dir':<5}{'ms/step':>8}")
+    print(f"{'op':<17}{'dir':<5}{'ms/step':>8}")
     for (name, d), v in sorted(stats.items(), key=lambda kv: -kv[1]):
         if v / a.steps * 1e3 >= 0.05:
-            print(f"{name:<16}{d:<5}{v / a.steps * 1e3:>8.2f}")
+            print(f"{name:<17}{d:<5}{v / a.steps * 1e3:>8.2f}")
     print(f"all ops {ops:.1f} ms; the rest (Python: modules, graph bookkeeping, AdamW loop) "
           f"{total - ops:.1f} ms")
 
