@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tinygrad_tx
-from tinygrad_tx import Tensor, nn, optim
+from tinygrad_tx import Tensor, optim
 from tinygrad_tx.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential
 
 

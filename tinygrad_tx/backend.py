@@ -8,6 +8,7 @@ Also here: the default float dtype (float32; float64 is kept when asked for), th
 generator used for initialisation and dropout, and `erf` (numpy has none).
 """
 import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
 import math
@@ -164,6 +165,18 @@ def get_rng_state():
 
 def set_rng_state(state):
     _rng.bit_generator.state = state
+
+
+@contextlib.contextmanager
+def fork_rng(seed):
+    """Inside the block the global generator starts from `seed`; afterwards the caller's random
+    stream continues as if the block had not run (as torch.random.fork_rng)."""
+    state = get_rng_state()
+    manual_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def rng_for_seed(seed):

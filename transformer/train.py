@@ -110,7 +110,7 @@ class Trainer:
         saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["train_config"].items()}
         changed = [k for k, v in self.cfg.to_dict().items() if k != "max_iters" and saved.get(k) != v]
         if changed:
-            raise CheckpointError(f"--resume: training settings differ from the checkpoint's: "
+            raise CheckpointError("--resume: training settings differ from the checkpoint's: "
                                   + ", ".join(f"{k} {saved.get(k)} -> {getattr(self.cfg, k)}" for k in changed))
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(optim_state)

@@ -10,7 +10,6 @@ and the module presets tag their tensors with scopes ("attn.c_attn", "h.0.attn",
 a drawing can group or collapse them. Everything is seeded: the same seed gives the same
 numbers. Shapes: B batch, T time, C channels, H heads, hs head size, V vocab.
 """
-import contextlib
 import functools
 import math
 
@@ -21,16 +20,6 @@ from transformer import GPT, Block, GPTConfig, MultiHeadAttention, causal_mask, 
 
 
 # ----------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _seeded(seed):
-    """Seed the engine's generator (module init) for the block, then put the old state back,
-    so building a preset never changes the caller's random stream."""
-    state = backend.get_rng_state()
-    backend.manual_seed(seed)
-    try:
-        yield
-    finally:
-        backend.set_rng_state(state)
 
 
 def _composed(builder):
@@ -220,7 +209,7 @@ def attention(seed=0, backward=True):
 def multihead(seed=0, backward=True):
     """MultiHeadAttention (C=8, H=2, causal) on x (1, 4, 8), called in scope "attn"."""
     rng = np.random.default_rng(seed)
-    with _seeded(seed):
+    with backend.fork_rng(seed):
         mha = MultiHeadAttention(8, 2, causal=True)
     x = _tensor(rng.normal(size=(1, 4, 8)), "x", requires_grad=False)   # (B, T, C)
     upstream = _tensor(rng.normal(size=(1, 4, 8)), "upstream", requires_grad=False)
@@ -260,7 +249,7 @@ def layernorm(seed=0, backward=True):
 def gpt_block(seed=0, backward=True):
     """One pre-norm transformer Block (C=8, H=2, causal) on x (1, 4, 8), in scope "h.0"."""
     rng = np.random.default_rng(seed)
-    with _seeded(seed):
+    with backend.fork_rng(seed):
         block = Block(8, 2, causal=True, norm="pre")
     x = _tensor(rng.normal(size=(1, 4, 8)), "x", requires_grad=False)   # (B, T, C)
     upstream = _tensor(rng.normal(size=(1, 4, 8)), "upstream", requires_grad=False)
@@ -278,7 +267,7 @@ def gpt(seed=0, backward=True):
     on one sequence of 6 tokens. Scopes: wte, wpe, h.0.ln_1, h.0.attn.c_attn, h.1.mlp.c_fc, ..."""
     rng = np.random.default_rng(seed)
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
-    with _seeded(seed):
+    with backend.fork_rng(seed):
         model = GPT(config)
     tokens = rng.integers(0, config.vocab_size, size=(1, 7))
     idx, targets = tokens[:, :-1], tokens[:, 1:]                        # (B, T): predict the next token

@@ -13,7 +13,6 @@ run trains each model once.
 Shapes: B batch, T time, C channels, H heads, hs head size, V vocab, S source length.
 """
 import collections
-import contextlib
 import functools
 import math
 import pathlib
@@ -43,15 +42,6 @@ def _save_png(fig, path):
     return pathlib.Path(path)
 
 
-@contextlib.contextmanager
-def _seeded(seed):
-    """The engine's generator seeded for the block (module init), the old state put back."""
-    state = backend.get_rng_state()
-    backend.manual_seed(seed)
-    try:
-        yield
-    finally:
-        backend.set_rng_state(state)
 
 
 def _leaf(arr, name, requires_grad=True):
@@ -325,7 +315,7 @@ def scaling_png(out_dir, seed):
 def multihead_svg(out_dir, seed):
     rng = np.random.default_rng(seed)
     with fused_ops(False):
-        with _seeded(seed):
+        with backend.fork_rng(seed):
             mha = MultiHeadAttention(8, 2, causal=True)
         _name_params(mha, "attn.")
         x = _leaf(rng.normal(size=(1, 4, 8)), "x (B, T, C)", requires_grad=False)        # (B, T, C)
@@ -384,7 +374,7 @@ def positional_encoding_png(out_dir, seed):
 def gpt_block_svg(out_dir, seed):
     rng = np.random.default_rng(seed)
     with fused_ops(False):
-        with _seeded(seed):
+        with backend.fork_rng(seed):
             block = Block(8, 2, causal=True, norm="pre")
         _name_params(block, "h.0.")
         x = _leaf(rng.normal(size=(1, 4, 8)), "x (B, T, C)")                          # (B, T, C)
@@ -406,7 +396,7 @@ def gpt_svg(out_dir, seed):
     rng = np.random.default_rng(seed)
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
     with fused_ops(False):
-        with _seeded(seed):
+        with backend.fork_rng(seed):
             model = GPT(config)
         _name_params(model)
         tokens = rng.integers(0, config.vocab_size, size=(1, 7))
@@ -631,7 +621,7 @@ def make_figures(out_dir, names=None, progress=True, seed=0):
     out.mkdir(parents=True, exist_ok=True)
     written = []
     bar = tqdm(names, desc="figures", unit="fig", disable=not progress, dynamic_ncols=True)
-    with _seeded(seed):                  # training reseeds the engine: give the caller its state back
+    with backend.fork_rng(seed):                  # training reseeds the engine: give the caller its state back
         for name in bar:
             bar.set_postfix_str(name)
             written.append(pathlib.Path(FIGURES[name][2](out, seed)))
