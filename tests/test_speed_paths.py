@@ -139,3 +139,12 @@ def test_threaded_blocks_give_the_same_result():
         finally:
             backend.set_num_threads(1)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_float32_normal_cdf_accuracy():
+    x = np.linspace(-9, 9, 30001)
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+    x32 = x.astype(np.float32)
+    got = backend.normal_cdf(x32, np.exp(np.float32(-0.5) * x32 * x32))
+    assert got.dtype == np.float32 and np.abs(got - exact).max() < 5e-7
+    assert np.abs(backend.normal_cdf(x, np.exp(-0.5 * x * x)) - exact).max() < 1e-15

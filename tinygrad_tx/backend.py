@@ -212,6 +212,29 @@ def erf(x, exp_neg_sq=None):
     return scipy_erf(x).astype(x.dtype, copy=False)
 
 
+def normal_cdf(x, exp_half_sq):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, given exp(-x^2 / 2) (GELU computes it anyway).
+    float32: A&S 7.1.26 written for Phi directly (fewer passes than going through erf, max abs
+    error 3e-7); other dtypes and the GPU: through erf."""
+    if x.dtype != numpy.float32 or device_of(x) == "gpu":
+        return 0.5 * (1 + erf(x * (1 / math.sqrt(2)), exp_neg_sq=exp_half_sq))
+    f = numpy.float32
+    # Phi(-|x|) = erfc(|x|/sqrt2) / 2 = (a1 t + ... + a5 t^5) exp(-x^2/2) / 2,  t = 1/(1 + p |x|/sqrt2)
+    t = numpy.abs(x)
+    t *= f(0.3275911 / math.sqrt(2))
+    t += f(1)
+    numpy.divide(f(1), t, out=t)
+    h = f(0.5 * 1.061405429) * t
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):     # Horner's rule
+        h += f(0.5 * c)
+        h *= t
+    h *= exp_half_sq                                                       # Phi(-|x|)
+    numpy.subtract(f(0.5), h, out=h)                                       # Phi(|x|) - 1/2
+    numpy.copysign(h, x, out=h)                                            # Phi(x) - 1/2 (odd), branch-free
+    h += f(0.5)
+    return h
+
+
 def _erf_float32(x, exp_neg_sq=None):
     # erf(|x|) = 1 - (a1 t + a2 t^2 + a3 t^3 + a4 t^4 + a5 t^5) exp(-x^2),  t = 1 / (1 + p |x|)
     f = numpy.float32

@@ -205,7 +205,7 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 
 class Gelu(Function):
     """exact:  y = x Phi(x);  dy/dx = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x/sqrt2))/2,
-            phi(x) = exp(-x^2/2) / sqrt(2 pi)  (exp(-x^2/2) is computed once, shared by erf and phi)
+            phi(x) = exp(-x^2/2) / sqrt(2 pi)  (exp(-x^2/2) is computed once, shared by Phi and phi)
     tanh:   y = x (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3);
             dy/dx = (1 + t)/2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2, t = tanh(u)"""
     def forward(self, x, approximate="none"):
@@ -220,10 +220,8 @@ class Gelu(Function):
         def kernel(xb, yb, cb, gb):
             xp.multiply(xb, xb, out=gb)
             gb *= dt(-0.5)
-            xp.exp(gb, out=gb)                                        # exp(-x^2/2) = exp(-z^2), z = x/sqrt2
-            cb[...] = backend.erf(xb * dt(1 / math.sqrt(2)), exp_neg_sq=gb)
-            cb += dt(1)
-            cb *= dt(0.5)                                             # Phi(x)
+            xp.exp(gb, out=gb)                                        # exp(-x^2/2), shared with phi(x)
+            cb[...] = backend.normal_cdf(xb, gb)                      # Phi(x)
             xp.multiply(xb, cb, out=yb)
         backend.map_blocks(kernel, flat, y, cdf, gauss)
         self.save_for_backward(x, cdf, gauss)
