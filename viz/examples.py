@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from tinygrad_tx import Tensor, backend, functional as F, fused_ops, scope
+from tinygrad_tx.autograd import toposort
 from transformer import GPT, Block, GPTConfig, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
 
@@ -38,16 +39,8 @@ def _tensor(arr, name, requires_grad=True):
 
 
 def _walk(root):
-    """Every tensor reachable from root through `.parents` (constants included), root first."""
-    seen, order, stack = set(), [], [root]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        order.append(t)
-        stack.extend(t.parents)
-    return order
+    """Every tensor in root's graph (constants included), root first."""
+    return reversed(toposort(root, every_tensor=True))
 
 
 def _name(t, name):
