@@ -74,7 +74,7 @@ def _train(model, cfg, steps, batch_size, min_len, max_len, seed, n_eval, progre
         _, loss = model(src, tgt_in, tgt_out)
         opt.zero_grad()
         loss.backward(leaves_only=True)
-        optim.clip_grad_norm_(model.parameters(), 1.0)
+        optim.clip_grad_norm_(opt.params(), 1.0)
         opt.step()
         losses.append(loss.item())
     model.eval()

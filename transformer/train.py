@@ -142,7 +142,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss.backward(leaves_only=True)          # only parameters need .grad here
         if self.cfg.grad_clip:
-            optim.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            optim.clip_grad_norm_(self.optimizer.params(), self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
         return loss.item()
