@@ -7,7 +7,8 @@ instead. Nothing here imports torch at module level.
 import numpy as np
 import pytest
 
-from tinygrad_tx import backend
+import cli
+from tinygrad_tx import Tensor, backend, scope
 
 
 @pytest.fixture
@@ -37,3 +38,22 @@ def _restore_engine_state():
     backend.set_default_dtype(dtype)
     backend._default_device = device
     backend.manual_seed(0)
+
+
+def tiny_preset(seed=0, backward=True):
+    """A preset in the shape of viz.examples.PRESETS: sum(tanh(x * w)) inside scope "layer"."""
+    x = Tensor(np.arange(4.0).reshape(2, 2) + seed, requires_grad=True, name="x")
+    w = Tensor([0.5, -1.0], requires_grad=True, name="w")
+    with scope("layer"):
+        loss = (x * w).tanh().sum()
+    loss.name = "loss"
+    if backward:
+        loss.backward()
+    return loss
+
+
+@pytest.fixture
+def presets(monkeypatch):
+    """The CLI's preset table replaced by {"tiny": tiny_preset}, with no default collapse."""
+    monkeypatch.setattr(cli.viz_examples, "PRESETS", {"tiny": tiny_preset}, raising=False)
+    monkeypatch.setattr(cli.viz_examples, "DEFAULT_COLLAPSE", {}, raising=False)

@@ -319,22 +319,7 @@ def test_engine_toposort_agrees_with_graph_nodes_on_grad_tensors():
 
 
 # ----------------------------------------------------------------------------- CLI
-def tiny(seed=0, backward=True):
-    """a tiny preset: sum(tanh(x * w))"""
-    x = Tensor(np.arange(4.0).reshape(2, 2) + seed, requires_grad=True, name="x")
-    w = Tensor([0.5, -1.0], requires_grad=True, name="w")
-    with scope("layer"):
-        loss = (x * w).tanh().sum()
-    loss.name = "loss"
-    if backward:
-        loss.backward()
-    return loss
-
-
-@pytest.fixture
-def presets(monkeypatch):
-    monkeypatch.setattr(cli.viz_examples, "PRESETS", {"tiny": tiny}, raising=False)
-    monkeypatch.setattr(cli.viz_examples, "DEFAULT_COLLAPSE", {}, raising=False)
+# the `presets` fixture (a one-preset PRESETS named "tiny") is in conftest.py
 
 
 @needs_dot
