@@ -17,7 +17,7 @@ from tinygrad_tx.ops import ALL_OPS, fused
 from transformer import GPT, GPTConfig, TrainConfig
 from transformer.train import make_optimizer
 
-FUSED = (fused.Linear, fused.Softmax, fused.LogSoftmax, fused.AttentionWeights, fused.CrossEntropy,
+FUSED = (fused.Linear, fused.Softmax, fused.LogSoftmax, fused.AttentionWeights, fused.SelfAttention, fused.CrossEntropy,
          fused.LayerNorm, fused.Gelu, fused.Embedding)
 
 

@@ -66,7 +66,8 @@ def rel_err(ours, theirs):
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
-def test_gpt_matches_torch(norm, pos):
+@pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
+def test_gpt_matches_torch(norm, pos, fused):
     tinygrad_tx.set_default_dtype("float64")
     backend.manual_seed(0)
     cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, norm=norm, pos=pos)
@@ -76,8 +77,9 @@ def test_gpt_matches_torch(norm, pos):
         p.data[...] = (1.0 if "ln_" in name and name.endswith("weight") else 0.0) + rng.normal(0, 0.3, p.shape)
     idx, tgt = rng.integers(0, 13, (2, 7)), rng.integers(0, 13, (2, 7))
 
-    logits, loss = model(idx, tgt)
-    loss.backward()
+    with tinygrad_tx.fused_ops(fused):          # fused: the training path (one node per attention, ...)
+        logits, loss = model(idx, tgt)
+        loss.backward()
     P = {n: torch.tensor(a, requires_grad=True) for n, a in model.state_dict().items()}
     assert all(t.dtype == torch.float64 for t in P.values())
     t_logits, t_loss = torch_gpt(P, cfg, torch.from_numpy(idx), torch.from_numpy(tgt))

@@ -7,7 +7,7 @@ values. The T x T score matrix is why attention costs O(T^2)."""
 import math
 
 from tinygrad_tx import Tensor, backend, concat, is_fused, nn
-from tinygrad_tx.ops.fused import AttentionWeights
+from tinygrad_tx.ops.fused import AttentionWeights, SelfAttention
 
 from .masks import causal_mask, combine_masks
 
@@ -78,6 +78,9 @@ class MultiHeadAttention(nn.Module):
         (B, H, T, Tk); cache: a dict holding past "k", "v" (B, H, Tpast, hs), extended in place
         (self-attention only; used by generation)."""
         C = self.n_embd
+        drop = self.attn_dropout if self.attn_dropout.p and self.training else None
+        if is_fused() and not self.cross and cache is None and drop is None:
+            return self._fused_self_attention(x, mask)
         if self.cross:
             if memory is None:
                 raise ValueError("MultiHeadAttention(cross=True): forward needs the encoder output `memory`")
@@ -97,6 +100,18 @@ class MultiHeadAttention(nn.Module):
             cache["k"], cache["v"] = k, v
         if self.causal:
             mask = combine_masks(causal_mask(q.shape[2], offset=past, device=q.device), mask)   # (T, past+T) | mask
-        drop = self.attn_dropout if self.attn_dropout.p and self.training else None
         y, self.weights = scaled_dot_product_attention(q, k, v, mask, drop)    # (B, H, T, hs)
         return self.resid_dropout(self.c_proj(merge_heads(y)))         # (B, T, C)
+
+    def _fused_self_attention(self, x, mask):
+        """The training path (inside tinygrad_tx.fused_ops()): the same math as forward, with
+        split, heads, q k^T, mask, softmax, @ v and the head merge as one node (SelfAttention)."""
+        B, T, C = x.shape
+        if self.causal:
+            mask = combine_masks(causal_mask(T, device=x.device), mask)       # (T, T) | mask
+        mask = None if mask is None else backend.to_device(mask.data if isinstance(mask, Tensor) else mask, x.device)
+        weights = backend.xp(x.device).empty((B, self.n_head, T, T), dtype=x.dtype)   # (B, H, T, T)
+        y = SelfAttention.apply(self.c_attn(x), n_head=self.n_head, mask=mask,
+                                scale=1.0 / math.sqrt(C // self.n_head), weights=weights)   # (B, T, C)
+        self.weights = Tensor(weights)                                  # for plots; no graph
+        return self.resid_dropout(self.c_proj(y))                       # (B, T, C)

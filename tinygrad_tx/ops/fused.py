@@ -53,35 +53,57 @@ class LogSoftmax(Function):
         return g - self.xp.exp(y) * g.sum(axis=self.args["axis"], keepdims=True)
 
 
-def masked_softmax(xp, x, mask, scale):
+def additive_mask(xp, mask, shape, dtype):
+    """A boolean mask (True = blocked) broadcastable to shape (.., Tq, Tk) as a float bias, 0
+    where allowed and -inf where blocked: (Tq, Tk) when one pattern is shared by every batch
+    and head (causal), else (N, Tq, Tk), N the product of the leading dims. Adding the bias is
+    one pass; filling by boolean index is ~25x slower."""
+    Tq, Tk = shape[-2:]
+    if mask.ndim <= 2 or all(d == 1 for d in mask.shape[:-2]):
+        mask = xp.broadcast_to(mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask, (Tq, Tk))
+    else:
+        mask = xp.broadcast_to(mask, shape).reshape(-1, Tq, Tk)
+    bias = xp.zeros(mask.shape, dtype=dtype)
+    bias[mask] = -xp.inf
+    return bias
+
+
+def masked_softmax(xp, x, mask, scale, out=None):
     """softmax(scale * x) over the last axis with blocked positions (mask True) at weight 0;
-    a row with every position blocked gives all zeros (not 0/0 = NaN). Returns a new array."""
-    T = x.shape[-1]
-    rows = x.reshape(-1, T)                                                 # (N, T)
-    y = xp.empty_like(rows)
-    blocked = None if mask is None else xp.broadcast_to(mask, x.shape).reshape(-1, T)
+    a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array (or
+    `out`). Runs over blocks of whole (Tq, Tk) score matrices (see backend.map_blocks)."""
+    Tq, Tk = x.shape[-2:]
+    mats = x.reshape(-1, Tq, Tk)                                            # (N, Tq, Tk)
+    y = xp.empty_like(mats) if out is None else out.reshape(-1, Tq, Tk)
+    bias = None if mask is None else additive_mask(xp, mask, x.shape, x.dtype)   # (Tq, Tk) or (N, Tq, Tk)
+    dead_rows = bias is not None and bool(xp.isneginf(bias).all(axis=-1).any())
     sc = x.dtype.type(scale)
 
-    def kernel(xb, yb, *mb):
+    def kernel(xb, yb, bb=None):
         xp.multiply(xb, sc, out=yb)
-        if mb:
-            xp.copyto(yb, -xp.inf, where=mb[0])                              # blocked: -inf
+        if bb is not None:
+            yb += bb                                                        # blocked: -inf
         m = yb.max(axis=-1, keepdims=True)
-        m[xp.isneginf(m)] = 0                                               # dead rows: avoid -inf - -inf
+        if dead_rows:
+            m[xp.isneginf(m)] = 0                                           # dead rows: avoid -inf - -inf
         yb -= m
         xp.exp(yb, out=yb)
         total = row_sum(xp, yb)
-        total[total == 0] = 1                                               # dead rows stay all-zero
+        if dead_rows:
+            total[total == 0] = 1                                           # dead rows stay all-zero
         yb /= total
-    backend.map_blocks(kernel, rows, y, *(() if blocked is None else (blocked,)))
+    if bias is not None and bias.ndim == 2:                                 # shared: broadcast to each block
+        backend.map_blocks(lambda xb, yb: kernel(xb, yb, bias), mats, y)
+    else:
+        backend.map_blocks(kernel, mats, y, *(() if bias is None else (bias,)))
     return y.reshape(x.shape)
 
 
-def masked_softmax_backward(xp, y, g, scale):
+def masked_softmax_backward(xp, y, g, scale, out=None):
     """dL/dx = scale * y * (dL/dy - sum(dL/dy * y)) row by row (blocked positions: y = 0, so 0)."""
     T = y.shape[-1]
     sc = g.dtype.type(scale)
-    out = xp.empty(y.shape, dtype=g.dtype)
+    out = xp.empty(y.shape, dtype=g.dtype) if out is None else out
 
     def kernel(gb, yb, ob):
         xp.multiply(gb, yb, out=ob)
@@ -107,6 +129,62 @@ class AttentionWeights(Function):
         ds = masked_softmax_backward(self.xp, y, g, self.args["scale"])     # scale included
         need_q, need_k = self.needs_grad
         return (ds @ k if need_q else None), (ds.swapaxes(-1, -2) @ q if need_k else None)
+
+
+def matmul_into(xp, a, b, out):
+    """out[...] = a @ b, written in place (out may be a strided view): numpy hands the strides
+    to BLAS; elsewhere (CuPy) the product is computed, then copied."""
+    if backend.device_of(out) == "cpu":
+        xp.matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
+
+
+def split_qkv(qkv, n_head):
+    """(B, T, 3C) -> q, k, v as (B, H, T, hs) views (no copy): channels [q | k | v], each split
+    into H heads of hs = C / H."""
+    B, T, C3 = qkv.shape
+    parts = qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head))               # (B, T, 3, H, hs)
+    return tuple(parts[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+class SelfAttention(Function):
+    """Multi-head self-attention after the q|k|v projection, in one node (llm.c's attention):
+        q, k, v = split_qkv(qkv)                       (B, H, T, hs) each
+        W = softmax(mask(q k^T * scale))               (B, H, T, T), blocked keys weigh 0
+        y = merge_heads(W v)                           (B, T, C)
+    Backward, per head, with dL/dY the incoming gradient split into heads:
+        dL/dv = W^T dL/dY,   dL/dW = dL/dY v^T
+        dL/dS = W * (dL/dW - sum_k(dL/dW * W)) * scale       (softmax backward; 0 where blocked)
+        dL/dq = dL/dS k,     dL/dk = dL/dS^T q
+    written straight into one (B, T, 3C) gradient: the split and the head reshapes cost nothing.
+    `weights`: an optional (B, H, T, T) array that receives W (MultiHeadAttention keeps it for
+    plots)."""
+    def forward(self, qkv, n_head, mask=None, scale=1.0, weights=None):
+        xp = self.xp
+        B, T, C3 = qkv.shape
+        q, k, v = split_qkv(qkv, n_head)                                     # (B, H, T, hs) views
+        w = masked_softmax(xp, q @ k.swapaxes(-1, -2), mask, scale, out=weights)   # (B, H, T, T)
+        y = xp.empty((B, T, n_head, C3 // (3 * n_head)), dtype=qkv.dtype)   # (B, T, H, hs)
+        matmul_into(xp, w, v, y.transpose(0, 2, 1, 3))                       # heads merged in place
+        self.save_for_backward(qkv, w)
+        return y.reshape(B, T, C3 // 3)
+
+    def backward(self, g):
+        xp = self.xp
+        qkv, w = self.saved
+        B, T, C3 = qkv.shape
+        H = self.args["n_head"]
+        q, k, v = split_qkv(qkv, H)
+        gy = g.reshape(B, T, H, -1).transpose(0, 2, 1, 3)                    # (B, H, T, hs)
+        dqkv = xp.empty(qkv.shape, dtype=g.dtype)                            # (B, T, 3C)
+        dq, dk, dv = split_qkv(dqkv, H)
+        matmul_into(xp, w.swapaxes(-1, -2), gy, dv)
+        dw = gy @ v.swapaxes(-1, -2)                                          # (B, H, T, T)
+        ds = masked_softmax_backward(xp, w, dw, self.args["scale"], out=dw)   # in place
+        matmul_into(xp, ds, k, dq)
+        matmul_into(xp, ds.swapaxes(-1, -2), q, dk)
+        return dqkv
 
 
 class CrossEntropy(Function):
@@ -221,7 +299,7 @@ class Gelu(Function):
             xp.multiply(xb, xb, out=gb)
             gb *= dt(-0.5)
             xp.exp(gb, out=gb)                                        # exp(-x^2/2), shared with phi(x)
-            cb[...] = backend.normal_cdf(xb, gb)                      # Phi(x)
+            backend.normal_cdf(xb, gb, out=cb)                        # Phi(x)
             xp.multiply(xb, cb, out=yb)
         backend.map_blocks(kernel, flat, y, cdf, gauss)
         self.save_for_backward(x, cdf, gauss)
