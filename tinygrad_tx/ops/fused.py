@@ -70,17 +70,19 @@ def additive_mask(xp, mask, shape, dtype):
 
 def masked_softmax(xp, x, mask, scale, out=None):
     """softmax(scale * x) over the last axis with blocked positions (mask True) at weight 0;
-    a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array (or
-    `out`). Runs over blocks of whole (Tq, Tk) score matrices (see backend.map_blocks)."""
+    a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array, or
+    `out` (which may be x itself). Runs over blocks of whole (Tq, Tk) score matrices (see backend.map_blocks)."""
     Tq, Tk = x.shape[-2:]
     mats = x.reshape(-1, Tq, Tk)                                            # (N, Tq, Tk)
     y = xp.empty_like(mats) if out is None else out.reshape(-1, Tq, Tk)
     bias = None if mask is None else additive_mask(xp, mask, x.shape, x.dtype)   # (Tq, Tk) or (N, Tq, Tk)
     dead_rows = bias is not None and bool(xp.isneginf(bias).all(axis=-1).any())
     sc = x.dtype.type(scale)
+    scale_pass = scale != 1 or out is not x                                 # else: already in place
 
     def kernel(xb, yb, bb=None):
-        xp.multiply(xb, sc, out=yb)
+        if scale_pass:
+            xp.multiply(xb, sc, out=yb)
         if bb is not None:
             yb += bb                                                        # blocked: -inf
         m = yb.max(axis=-1, keepdims=True)
@@ -108,7 +110,8 @@ def masked_softmax_backward(xp, y, g, scale, out=None):
     def kernel(gb, yb, ob):
         xp.multiply(gb, yb, out=ob)
         ob -= yb * row_sum(xp, ob)
-        ob *= sc
+        if scale != 1:
+            ob *= sc
     backend.map_blocks(kernel, g.reshape(-1, T), y.reshape(-1, T), out.reshape(-1, T))
     return out
 
@@ -155,35 +158,40 @@ class SelfAttention(Function):
         y = merge_heads(W v)                           (B, T, C)
     Backward, per head, with dL/dY the incoming gradient split into heads:
         dL/dv = W^T dL/dY,   dL/dW = dL/dY v^T
-        dL/dS = W * (dL/dW - sum_k(dL/dW * W)) * scale       (softmax backward; 0 where blocked)
-        dL/dq = dL/dS k,     dL/dk = dL/dS^T q
+        dL/dS = W * (dL/dW - sum_k(dL/dW * W))          (softmax backward; 0 where blocked)
+        dL/dq = scale * dL/dS k,     dL/dk = dL/dS^T (scale * q)
     written straight into one (B, T, 3C) gradient: the split and the head reshapes cost nothing.
+    The scale is applied to q (T x hs) rather than to the scores (T x T).
     `weights`: an optional (B, H, T, T) array that receives W (MultiHeadAttention keeps it for
     plots)."""
     def forward(self, qkv, n_head, mask=None, scale=1.0, weights=None):
         xp = self.xp
         B, T, C3 = qkv.shape
         q, k, v = split_qkv(qkv, n_head)                                     # (B, H, T, hs) views
-        w = masked_softmax(xp, q @ k.swapaxes(-1, -2), mask, scale, out=weights)   # (B, H, T, T)
+        qs = q * qkv.dtype.type(scale)                                       # (B, H, T, hs), contiguous
+        w = xp.empty((B, n_head, T, T), dtype=qkv.dtype) if weights is None else weights
+        matmul_into(xp, qs, k.swapaxes(-1, -2), w)                           # scores S (B, H, T, T)
+        masked_softmax(xp, w, mask, 1.0, out=w)                              # W, in place
         y = xp.empty((B, T, n_head, C3 // (3 * n_head)), dtype=qkv.dtype)   # (B, T, H, hs)
         matmul_into(xp, w, v, y.transpose(0, 2, 1, 3))                       # heads merged in place
-        self.save_for_backward(qkv, w)
+        self.save_for_backward(qkv, qs, w)
         return y.reshape(B, T, C3 // 3)
 
     def backward(self, g):
         xp = self.xp
-        qkv, w = self.saved
+        qkv, qs, w = self.saved
         B, T, C3 = qkv.shape
         H = self.args["n_head"]
-        q, k, v = split_qkv(qkv, H)
+        _, k, v = split_qkv(qkv, H)
         gy = g.reshape(B, T, H, -1).transpose(0, 2, 1, 3)                    # (B, H, T, hs)
         dqkv = xp.empty(qkv.shape, dtype=g.dtype)                            # (B, T, 3C)
         dq, dk, dv = split_qkv(dqkv, H)
         matmul_into(xp, w.swapaxes(-1, -2), gy, dv)
         dw = gy @ v.swapaxes(-1, -2)                                          # (B, H, T, T)
-        ds = masked_softmax_backward(xp, w, dw, self.args["scale"], out=dw)   # in place
+        ds = masked_softmax_backward(xp, w, dw, 1.0, out=dw)                  # dL/dS, in place
         matmul_into(xp, ds, k, dq)
-        matmul_into(xp, ds.swapaxes(-1, -2), q, dk)
+        dq *= g.dtype.type(self.args["scale"])
+        matmul_into(xp, ds.swapaxes(-1, -2), qs, dk)
         return dqkv
 
 
@@ -218,8 +226,9 @@ class LayerNorm(Function):
       dL/dx = rstd * (d                       term 1: directly through xhat
                       - mean(d)               term 2: through the mean
                       - xhat * mean(d * xhat)) term 3: through the variance
-    (row means are matrix-vector products, see row_sum; rows are processed in cache-sized
-    blocks, see backend.map_blocks)"""
+    Row means are matrix-vector products (see row_sum): mean(d) = (dL/dy @ w) / C and
+    mean(d * xhat) = ((dL/dy * xhat) @ w) / C, the product dL/dy * xhat being the one dL/dw
+    needs anyway. Rows are processed in cache-sized blocks (backend.map_blocks)."""
     def forward(self, x, w, b, eps=1e-5):
         xp, C = self.xp, x.shape[-1]
         inv_c, eps = x.dtype.type(1 / C), x.dtype.type(eps)
@@ -229,7 +238,8 @@ class LayerNorm(Function):
 
         def kernel(xb, yb, hb, rb):
             xp.subtract(xb, row_sum(xp, xb) * inv_c, out=hb)                # x - mean
-            var = row_sum(xp, hb * hb) * inv_c                              # biased variance
+            xp.multiply(hb, hb, out=yb)                                     # (yb as scratch)
+            var = row_sum(xp, yb) * inv_c                                   # biased variance
             xp.sqrt(var + eps, out=rb)
             xp.divide(1, rb, out=rb)                                        # rstd
             hb *= rb                                                        # xhat
@@ -243,18 +253,20 @@ class LayerNorm(Function):
         xhat, rstd, w = self.saved
         xp, C = self.xp, g.shape[-1]
         inv_c = g.dtype.type(1 / C)
-        g2 = g.reshape(-1, C)
-        dw = lead_sum(xp, g2 * xhat)
-        db = lead_sum(xp, g2)
-        dx = xp.empty_like(g2)
+        g2 = g.reshape(-1, C)                                               # (N, C)
+        gh = g2 * xhat                                                      # dL/dy * xhat
+        dw, db = lead_sum(xp, gh), lead_sum(xp, g2)
+        mean_d = (g2 @ w)[:, None] * inv_c                                  # (N, 1) mean(d)
+        mean_dh = (gh @ w)[:, None] * inv_c                                 # (N, 1) mean(d * xhat)
+        dx = gh                                                             # gh is spent: reuse it
 
-        def kernel(gb, hb, rb, ob):
-            d = gb * w
-            xp.subtract(d, row_sum(xp, d) * inv_c, out=ob)                  # term 1 + term 2
-            d *= hb
-            ob -= hb * (row_sum(xp, d) * inv_c)                             # term 3
+        def kernel(gb, hb, rb, mb, mhb, ob):
+            xp.multiply(gb, w, out=ob)                                      # term 1
+            ob -= mb                                                        # term 2
+            hb = hb * mhb
+            ob -= hb                                                        # term 3
             ob *= rb
-        backend.map_blocks(kernel, g2, xhat, rstd, dx)
+        backend.map_blocks(kernel, g2, xhat, rstd, mean_d, mean_dh, dx)
         return dx.reshape(g.shape), dw, db
 
 
