@@ -232,6 +232,9 @@ def print_table(rows):
                   f"{gen[0]['gen_nocache_s']:.2f} s without")
         print(f"       counted FLOPs per step {gf:.2f} GFLOP; per-round ms ours "
               f"{[round(r.get('ms', float('nan')), 1) for r in ours]} torch {[round(r.get('ms', float('nan')), 1) for r in theirs]}")
+        pairs = [o["ms"] / t["ms"] for o, t in zip(ours, theirs) if "ms" in o and "ms" in t]
+        if pairs:     # each round's two processes ran back to back: their ratio cancels the VM's drift
+            print(f"       per-round ratios {[round(q, 2) for q in pairs]}, median {statistics.median(pairs):.2f}")
 
 
 if __name__ == "__main__":
