@@ -1,0 +1,42 @@
+"""Smoke tests of the benchmark scripts (bench/): they run end to end and print their tables.
+Their numbers are measured there, never asserted here (no timed tests)."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                         timeout=300, cwd=BENCH.parent)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_gpt_step_prints_paired_table():
+    pytest.importorskip("torch")
+    text = run("gpt_step.py", "--config", "baby", "--rounds", "2", "--steps", "1", "--warmup", "0", "--threads", "1")
+    row = next(line for line in text.splitlines() if line.startswith("baby"))
+    ours, theirs, ratio = (float(v) for v in row.split()[1:4])
+    assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, abs=0.01)
+    ratios = re.search(r"per-round ratios \[([^\]]+)\], median ([\d.]+)", text)
+    assert ratios and len(ratios.group(1).split(",")) == 2
+
+
+def test_fused_ops_bench_covers_every_case():
+    text = run("fused_ops.py", "--reps", "1", "--no-torch")
+    names = [line.split("  ")[0].strip() for line in text.splitlines()[2:]]
+    assert names == ["gelu (exact)", "gelu (tanh)", "layer_norm", "linear 128->512", "causal attention",
+                     "cross_entropy", "add (baseline)"]
+    assert all(float(line.split()[-3]) > 0 for line in text.splitlines()[2:])
+
+
+def test_fused_ops_bench_against_torch():
+    pytest.importorskip("torch")
+    text = run("fused_ops.py", "--reps", "1")
+    rows = [line.split() for line in text.splitlines()[2:]]
+    assert len(rows) == 7 and all(float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)   # torch ms, ratio
