@@ -300,11 +300,23 @@ class Gelu(Function):
             dy/dx = (1 + t)/2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2, t = tanh(u)"""
     def forward(self, x, approximate="none"):
         xp, dt = self.xp, x.dtype.type
-        if approximate == "tanh":
-            t = xp.tanh(dt(_SQRT_2_OVER_PI) * (x + dt(0.044715) * x * x * x))
-            self.save_for_backward(x, t)
-            return dt(0.5) * x * (dt(1) + t)
         flat = x.reshape(-1)
+        if approximate == "tanh":
+            y, tanh_u = xp.empty_like(flat), xp.empty_like(flat)
+
+            def tanh_kernel(xb, yb, tb):
+                xp.multiply(xb, xb, out=tb)
+                tb *= dt(0.044715)
+                tb += dt(1)
+                tb *= xb
+                tb *= dt(_SQRT_2_OVER_PI)                             # u = sqrt(2/pi) x (1 + 0.044715 x^2)
+                xp.tanh(tb, out=tb)                                   # t
+                xp.add(tb, dt(1), out=yb)
+                yb *= xb
+                yb *= dt(0.5)
+            backend.map_blocks(tanh_kernel, flat, y, tanh_u)
+            self.save_for_backward(x, tanh_u)
+            return y.reshape(x.shape)
         y, cdf, gauss = xp.empty_like(flat), xp.empty_like(flat), xp.empty_like(flat)
 
         def kernel(xb, yb, cb, gb):
@@ -321,8 +333,22 @@ class Gelu(Function):
         xp, dt = self.xp, g.dtype.type
         if self.args["approximate"] == "tanh":
             x, t = self.saved
-            du = dt(_SQRT_2_OVER_PI) * (dt(1) + dt(3 * 0.044715) * x * x)
-            return g * (dt(0.5) * (dt(1) + t) + dt(0.5) * x * (dt(1) - t * t) * du)
+            out = xp.empty(t.shape, dtype=g.dtype)
+
+            def tanh_kernel(xb, tb, gb, ob):
+                du = xb * xb
+                du *= dt(0.5 * _SQRT_2_OVER_PI * 3 * 0.044715)
+                du += dt(0.5 * _SQRT_2_OVER_PI)                       # du/dx / 2
+                xp.multiply(tb, tb, out=ob)
+                xp.subtract(dt(1), ob, out=ob)                        # 1 - t^2
+                ob *= du
+                ob *= xb                                              # x (1 - t^2) du/dx / 2
+                ob += dt(0.5)
+                du = xp.multiply(tb, dt(0.5), out=du)
+                ob += du                                              # + (1 + t) / 2
+                ob *= gb
+            backend.map_blocks(tanh_kernel, x.reshape(-1), t, g.reshape(-1), out)
+            return out.reshape(g.shape)
         x, cdf, gauss = self.saved
         out = xp.empty(cdf.shape, dtype=g.dtype)
 
