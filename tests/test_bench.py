@@ -40,3 +40,16 @@ def test_fused_ops_bench_against_torch():
     text = run("fused_ops.py", "--reps", "1")
     rows = [line.split() for line in text.splitlines()[2:]]
     assert len(rows) == 7 and all(float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)   # torch ms, ratio
+
+
+def test_gemm_floor_counts_the_steps_flops():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gemm_floor", BENCH / "gemm_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    gpt_step = importlib.util.spec_from_file_location("gpt_step", BENCH / "gpt_step.py")
+    step = importlib.util.module_from_spec(gpt_step)
+    gpt_step.loader.exec_module(step)
+    assert floor.flops() == step.step_flops(step.CONFIGS["baby"])       # the same 3.96 GFLOP
+    text = run("gemm_floor.py", "--rounds", "1", "--steps", "1", "--threads", "1", "--no-torch")
+    assert "75 matrix products" in text and float(text.splitlines()[1].split()[1]) > 0
