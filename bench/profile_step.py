@@ -1,6 +1,6 @@
 """Where the time of one baby-GPT training step goes, per op class, forward and backward.
 
-    OPENBLAS_NUM_THREADS=1 python bench/profile_step.py [--steps 10] [--composed]
+    OPENBLAS_NUM_THREADS=1 python bench/profile_step.py [--steps 10] [--composed] [--config large]
 
 Wraps every op's forward/backward with a timer (a few microseconds of overhead per call),
 runs warm-up steps, then prints ms/step per (op, direction), the forward/backward/AdamW split,
@@ -16,6 +16,8 @@ import tinygrad_tx as tx
 from tinygrad_tx.ops import ALL_OPS, fused
 from transformer import GPT, GPTConfig, TrainConfig
 from transformer.train import make_optimizer
+
+from gpt_step import CONFIGS
 
 FUSED = (fused.Linear, fused.Softmax, fused.LogSoftmax, fused.AttentionWeights, fused.SelfAttention, fused.CrossEntropy,
          fused.LayerNorm, fused.Gelu, fused.Embedding)
@@ -43,15 +45,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--composed", action="store_true", help="profile the composed (unfused) path")
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="baby", help="model sizes (as gpt_step.py)")
     a = ap.parse_args()
     stats, parts = collections.defaultdict(float), collections.defaultdict(float)
     instrument(list(ALL_OPS) + list(FUSED), stats)
     tx.backend.keep_freed_memory()
     tx.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128))
+    c = CONFIGS[a.config]
+    model = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
+                          n_head=c["n_head"], n_embd=c["n_embd"]))
     opt = make_optimizer(model, TrainConfig())
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64))
+    shape = (c["batch_size"], c["block_size"])
+    x, y = rng.integers(0, c["vocab_size"], shape), rng.integers(0, c["vocab_size"], shape)
 
     def step():
         t0 = time.perf_counter()
