@@ -105,9 +105,10 @@ def test_float32_erf_accuracy():
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
-def test_float32_training_step_has_no_float64_anywhere(fused):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])     # 0.0: the fused SelfAttention node (no attention dropout)
+def test_float32_training_step_has_no_float64_anywhere(fused, dropout):
     tx.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
+    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=dropout))
     opt = make_optimizer(model, TrainConfig())
     idx = np.random.default_rng(0).integers(0, 13, (3, 8))
     with fused_ops(fused):
@@ -115,6 +116,8 @@ def test_float32_training_step_has_no_float64_anywhere(fused):
         loss.backward()
     opt.step()
     tensors = toposort(loss)
+    ops = {type(t.op).__name__ for t in tensors if t.op is not None}
+    assert ("SelfAttention" in ops) == (fused and dropout == 0.0), ops
     bad = [f"{t.op_name or t.name}: {t.dtype}" for t in tensors if t.dtype.kind == "f" and t.dtype != np.float32]
     bad += [f"grad of {t.op_name or t.name}" for t in tensors if t.grad is not None and t.grad.dtype != np.float32]
     bad += [f"param {n}" for n, p in model.named_parameters() if p.dtype != np.float32]
