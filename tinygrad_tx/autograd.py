@@ -58,7 +58,7 @@ def detect_anomaly():
 @contextlib.contextmanager
 def fused_ops(enabled=True):
     """THE switch between the two implementations of softmax, log_softmax, cross_entropy,
-    layer_norm, gelu, embedding and the attention softmax. Off (the default): composed from
+    layer_norm, gelu, embedding, linear, the attention softmax and multi-head self-attention. Off (the default): composed from
     primitives, so a drawn graph shows every step. On: one fused op each with a hand-derived
     backward (tinygrad_tx/ops/fused.py): same values, much faster. Training turns it on."""
     prev, _State.fused = _State.fused, enabled
