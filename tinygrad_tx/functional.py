@@ -38,11 +38,11 @@ def cross_entropy(logits, targets, ignore_index=None):
                          f"for {V} classes")
     if is_fused():
         return fused.CrossEntropy.apply(logits.reshape(-1, V), targets=t, valid=valid)
-    logp = logits.reshape(-1, V).log_softmax(axis=-1)               # (N, V)
-    picked = logp[xp.arange(t.shape[0]), xp.where(valid, t, 0)]     # (N,) log p of each target
+    logp = logits.reshape(-1, V).log_softmax(axis=-1).named("log_probs")            # (N, V)
+    picked = logp[xp.arange(t.shape[0]), xp.where(valid, t, 0)].named("picked")     # (N,) log p of each target
     if n_valid < t.shape[0]:
-        picked = picked.masked_fill(~valid, 0.0)            # ignored positions add nothing
-    return -picked.sum() / n_valid
+        picked = picked.masked_fill(~valid, 0.0).named("picked")        # ignored positions add nothing
+    return (-picked.sum() / n_valid).named("loss")
 
 
 def linear(x, weight, bias=None):
@@ -60,15 +60,15 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     with the biased variance and eps inside the sqrt, as PyTorch defines it."""
     if is_fused() and weight is not None and bias is not None:
         return fused.LayerNorm.apply(x, weight, bias, eps=eps)
-    mu = x.mean(axis=-1, keepdims=True)                 # (..., 1)
-    xc = x - mu                                         # (..., C)
-    var = (xc ** 2).mean(axis=-1, keepdims=True)        # (..., 1) biased
-    rstd = (var + eps) ** -0.5                          # (..., 1)
-    y = xc * rstd                                       # (..., C)
+    mu = x.mean(axis=-1, keepdims=True).named("mean")                   # (..., 1)
+    xc = (x - mu).named("xc")                                           # (..., C)
+    var = (xc ** 2).mean(axis=-1, keepdims=True).named("var")           # (..., 1) biased
+    rstd = ((var + eps) ** -0.5).named("rstd")                          # (..., 1)
+    y = (xc * rstd).named("xhat")                                       # (..., C)
     if weight is not None:
-        y = y * weight
+        y = (y * weight).named("xhat * weight")
     if bias is not None:
-        y = y + bias
+        y = (y + bias).named("layer_norm")
     return y
 
 

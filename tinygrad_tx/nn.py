@@ -1,8 +1,10 @@
 """Modules: containers of parameters with a forward. Parameters are found by walking the
 attributes (a Tensor with requires_grad is a parameter, a Module a child), so a model is just
 a class that assigns its layers in __init__. Calling a module tags every tensor it creates
-with its dotted name (e.g. "h.0.attn") for the viz layer to group by."""
+with its dotted name (e.g. "h.0.attn") for the viz layer to group by, and every parameter is
+named by its key in the top module's named_parameters() ("h.0.attn.c_attn.weight")."""
 import math
+import weakref
 
 from . import backend
 from .autograd import scope
@@ -18,13 +20,17 @@ def Parameter(data, name=None):
 class Module:
     training = True
     _name = ""
+    _parent = None          # weak reference to the module this one was last attached to
 
     def __setattr__(self, key, value):
         if isinstance(value, Module):
             # a ModuleList is never called itself, so its items carry its name: "h.0"
             prefix = self._name if _is_plain_list(self) else ""
             _set_scope_name(value, f"{prefix}.{key}" if prefix else key)
+            object.__setattr__(value, "_parent", weakref.ref(self))
         object.__setattr__(self, key, value)
+        if isinstance(value, Module) or _is_parameter(value):
+            _name_parameters(self)
 
     def __call__(self, *args, **kwargs):
         with scope(self._name):
@@ -48,8 +54,7 @@ class Module:
             pre, mod = stack.pop()
             kids = []
             for key, value in vars(mod).items():
-                # parameters are trainable LEAVES; an intermediate kept for inspection is not one
-                if isinstance(value, Tensor) and value.requires_grad and value.op is None and id(value) not in seen:
+                if _is_parameter(value) and id(value) not in seen:
                     seen.add(id(value))
                     out.append((pre + key, value))
                 elif isinstance(value, Module):
@@ -125,6 +130,21 @@ class Module:
         return ""
 
 
+def _is_parameter(value):
+    """Parameters are trainable LEAVES; an intermediate kept for inspection is not one."""
+    return isinstance(value, Tensor) and value.requires_grad and value.op is None
+
+
+def _name_parameters(module):
+    """Name every parameter of the tree `module` belongs to by its key in the top module's
+    named_parameters(). Runs at each attach, so the last attach (the top) has the final word."""
+    top = module
+    while top._parent is not None and top._parent() is not None:
+        top = top._parent()
+    for name, p in top.named_parameters():
+        p.name = name
+
+
 def _is_plain_list(module):
     return isinstance(module, ModuleList) and not isinstance(module, Sequential)
 
@@ -148,8 +168,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features)
-        self.weight = Parameter(_uniform((in_features, out_features), bound), name="weight")
-        self.bias = Parameter(_uniform((out_features,), bound), name="bias") if bias else None
+        self.weight = Parameter(_uniform((in_features, out_features), bound))
+        self.bias = Parameter(_uniform((out_features,), bound)) if bias else None
 
     def forward(self, x):
         return linear(x, self.weight, self.bias)                 # (.., out)
@@ -164,7 +184,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         w = backend.rng().standard_normal((num_embeddings, embedding_dim))
-        self.weight = Parameter(backend.asarray(w, backend.default_dtype()), name="weight")
+        self.weight = Parameter(backend.asarray(w, backend.default_dtype()))
 
     def forward(self, ids):
         return embedding(self.weight, ids)
@@ -179,8 +199,8 @@ class LayerNorm(Module):
     def __init__(self, dim, eps=1e-5, bias=True):
         self.dim, self.eps = dim, eps
         dt = backend.default_dtype()
-        self.weight = Parameter(backend.asarray([1.0] * dim, dt), name="weight")
-        self.bias = Parameter(backend.asarray([0.0] * dim, dt), name="bias") if bias else None
+        self.weight = Parameter(backend.asarray([1.0] * dim, dt))
+        self.bias = Parameter(backend.asarray([0.0] * dim, dt)) if bias else None
 
     def forward(self, x):
         return layer_norm(x, self.weight, self.bias, self.eps)

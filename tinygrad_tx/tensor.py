@@ -104,6 +104,14 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
+    def named(self, name):
+        """Give this tensor a display name and return it, so the name sits where the math is
+        written: `scores = (q @ kT).named("scores")`. The viz layer shows it on the tensor's box."""
+        if not isinstance(name, str):
+            raise TypeError(f"named: name must be a str, got {type(name).__name__} {name!r}")
+        self.name = name
+        return self
+
     def __repr__(self):
         parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
         if self.op is not None:
@@ -181,10 +189,13 @@ class Tensor:
         if approximate in ("none", "tanh") and is_fused():
             return fused.Gelu.apply(self, approximate=approximate)
         if approximate == "none":
-            return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
+            half = (0.5 * self).named("0.5 x")
+            two_phi = (1 + (self * (1 / math.sqrt(2))).named("x / sqrt2").erf()).named("1 + erf")   # 2 Phi(x)
+            return (half * two_phi).named("gelu")
         if approximate == "tanh":
-            inner = math.sqrt(2 / math.pi) * (self + 0.044715 * self ** 3)
-            return 0.5 * self * (1 + inner.tanh())
+            inner = (math.sqrt(2 / math.pi) * (self + 0.044715 * self ** 3)).named("inner")
+            half = (0.5 * self).named("0.5 x")
+            return (half * (1 + inner.tanh()).named("1 + tanh")).named("gelu")
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
     # ------------------------------------------------------------------ reductions
@@ -208,15 +219,17 @@ class Tensor:
         result does not depend on it, so no gradient needs to flow through it."""
         if is_fused():
             return fused.Softmax.apply(self, axis=axis)
-        e = (self - self.max(axis=axis, keepdims=True).detach()).exp()
-        return e / e.sum(axis=axis, keepdims=True)
+        m = self.max(axis=axis, keepdims=True).detach().named("max")
+        e = (self - m).named("z - max").exp().named("exp")
+        return (e / e.sum(axis=axis, keepdims=True).named("sum")).named("softmax")
 
     def log_softmax(self, axis=-1):
         """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
         if is_fused():
             return fused.LogSoftmax.apply(self, axis=axis)
-        z = self - self.max(axis=axis, keepdims=True).detach()
-        return z - z.exp().sum(axis=axis, keepdims=True).log()
+        z = (self - self.max(axis=axis, keepdims=True).detach().named("max")).named("z - max")
+        lse = z.exp().named("exp").sum(axis=axis, keepdims=True).named("sum").log().named("logsumexp")
+        return (z - lse).named("log_softmax")
 
     def argmax(self, axis=-1):
         """Index of the max (no gradient: an integer tensor)."""

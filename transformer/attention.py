@@ -27,18 +27,20 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     if is_fused():      # one op: q k^T, scale, mask, softmax (dead rows give 0), hand-derived backward
         weights = AttentionWeights.apply(q, k, mask=mask, scale=1.0 / math.sqrt(hs))
         return (dropout(weights) if dropout else weights) @ v, weights
-    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))   # (.., Tq, Tk)
+    scores = ((q @ k.swapaxes(-1, -2).named("kT")) * (1.0 / math.sqrt(hs))).named("scores")   # (.., Tq, Tk)
     if mask is None:
-        weights = scores.softmax(axis=-1)                          # (.., Tq, Tk)
+        weights = scores.softmax(axis=-1).named("weights")         # (.., Tq, Tk)
         return (dropout(weights) if dropout else weights) @ v, weights
     # A row with EVERY key blocked (e.g. a query at a padding position) would be softmax of
     # all -inf = 0/0 = NaN. We leave such rows unmasked for the softmax and then zero their
     # weights: the output there is 0 and no gradient flows through them.
     dead = mask.all(axis=-1, keepdims=True)                        # (.., Tq, 1)
-    scores = scores.masked_fill(mask & ~dead, float("-inf"))       # (.., Tq, Tk)
+    blocked = Tensor(mask & ~dead, name="mask")                    # (.., Tq, Tk)
+    scores = scores.masked_fill(blocked, float("-inf")).named("masked_scores")
     weights = scores.softmax(axis=-1)
     if dead.any():
-        weights = weights.masked_fill(dead, 0.0)
+        weights = weights.masked_fill(Tensor(dead, name="dead rows"), 0.0)
+    weights.named("weights")
     return (dropout(weights) if dropout else weights) @ v, weights   # (.., Tq, hs), (.., Tq, Tk)
 
 
@@ -85,12 +87,12 @@ class MultiHeadAttention(nn.Module):
             if memory is None:
                 raise ValueError("MultiHeadAttention(cross=True): forward needs the encoder output `memory`")
             q = self.c_q(x)                                            # (B, T, C)
-            k, v = self.c_kv(memory).split(C, axis=-1)                 # (B, Tk, C) each
+            k, v = self.c_kv(memory).named("kv").split(C, axis=-1)     # (B, Tk, C) each
         else:
-            q, k, v = self.c_attn(x).split(C, axis=-1)                 # (B, T, C) each
-        q = split_heads(q, self.n_head)                                # (B, H, T, hs)
-        k = split_heads(k, self.n_head)                                # (B, H, Tk, hs)
-        v = split_heads(v, self.n_head)                                # (B, H, Tk, hs)
+            q, k, v = self.c_attn(x).named("qkv").split(C, axis=-1)    # (B, T, C) each
+        q = split_heads(q.named("q"), self.n_head).named("q heads")    # (B, H, T, hs)
+        k = split_heads(k.named("k"), self.n_head).named("k heads")    # (B, H, Tk, hs)
+        v = split_heads(v.named("v"), self.n_head).named("v heads")    # (B, H, Tk, hs)
         past = 0
         if cache is not None:
             if "k" in cache:
@@ -101,7 +103,8 @@ class MultiHeadAttention(nn.Module):
         if self.causal:
             mask = combine_masks(causal_mask(q.shape[2], offset=past, device=q.device), mask)   # (T, past+T) | mask
         y, self.weights = scaled_dot_product_attention(q, k, v, mask, drop)    # (B, H, T, hs)
-        return self.resid_dropout(self.c_proj(merge_heads(y)))         # (B, T, C)
+        out = self.resid_dropout(self.c_proj(merge_heads(y).named("merged heads")))    # (B, T, C)
+        return out.named("cross_attn" if self.cross else "attn")
 
     def _fused_self_attention(self, x, mask):
         """The training path (inside tinygrad_tx.fused_ops()): the same math as forward, with

@@ -30,7 +30,7 @@ class MLP(nn.Module):
             h = h.relu()
         else:
             h = h.gelu("tanh" if self.activation == "gelu_tanh" else "none")
-        return self.dropout(self.c_proj(h))                          # (B, T, C)
+        return self.dropout(self.c_proj(h)).named("mlp")             # (B, T, C)
 
 
 class Block(nn.Module):
@@ -54,9 +54,11 @@ class Block(nn.Module):
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache=None):
         """x (B, T, C) -> (B, T, C). mask: extra self-attention mask (padding); memory (B, Tk, C)
         and memory_mask for cross-attention; cache: KV cache dict for self-attention."""
-        def sublayer(x, ln, f):
-            return x + f(ln(x)) if self.norm == "pre" else ln(x + f(x))
-        x = sublayer(x, self.ln_1, lambda h: self.attn(h, mask=mask, cache=cache))
+        def sublayer(x, ln, f, what):
+            if self.norm == "pre":
+                return (x + f(ln(x))).named(f"x + {what}")
+            return ln((x + f(x)).named(f"x + {what}"))
+        x = sublayer(x, self.ln_1, lambda h: self.attn(h, mask=mask, cache=cache), "attn")
         if hasattr(self, "cross_attn"):
-            x = sublayer(x, self.ln_cross, lambda h: self.cross_attn(h, memory=memory, mask=memory_mask))
-        return sublayer(x, self.ln_2, self.mlp)
+            x = sublayer(x, self.ln_cross, lambda h: self.cross_attn(h, memory=memory, mask=memory_mask), "cross_attn")
+        return sublayer(x, self.ln_2, self.mlp, "mlp")

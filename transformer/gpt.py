@@ -95,12 +95,12 @@ class GPT(nn.Module):
         if past + T > self.config.block_size:
             raise ValueError(f"GPT: sequence length {past + T} exceeds block_size {self.config.block_size}")
         xp = backend.array_module(ids)
-        tok = self.wte(ids)                                            # (B, T, C)
-        pos = self.wpe(xp.arange(past, past + T))                      # (T, C)
+        tok = self.wte(ids).named("tok")                               # (B, T, C)
+        pos = self.wpe(xp.arange(past, past + T)).named("pos")         # (T, C)
         x = self.drop(tok + pos)                                       # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, cache=caches[i] if caches else None)          # (B, T, C)
-        logits = self.lm_head(self.ln_f(x))                            # (B, T, V)
+        logits = self.lm_head(self.ln_f(x)).named("logits")            # (B, T, V)
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits, as_ids(targets, "targets", logits.device))

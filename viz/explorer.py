@@ -17,6 +17,7 @@ from tinygrad_tx import backend
 
 from .explorer_assets import CSS, JS
 from .graph import GraphPlan, draw_graph
+from .labels import label_of
 from .render import svg_text
 from .stepper import trace_backward
 
@@ -78,7 +79,7 @@ def page_data(loss, steps, plan):
     for k, t in enumerate(plan.order):
         tid = f"t{k}"
         drawn[tid] = plan.tensor_node(k)
-        nodes[tid] = {"kind": "tensor", "name": t.name, "shape": list(t.shape), "dtype": str(t.dtype),
+        nodes[tid] = {"kind": "tensor", "name": label_of(t), "shape": list(t.shape), "dtype": str(t.dtype),
                       "scope": t.scope or "", "requires_grad": bool(t.requires_grad),
                       "op": f"op{k}" if t.op is not None else None, "value": enc(t.data)}
         if t.op is not None:

@@ -19,6 +19,7 @@ from tinygrad_tx import backend
 from tinygrad_tx.autograd import toposort
 
 from .graphviz_program import svg_of_source, run_layout
+from .labels import label_of
 
 # ----------------------------------------------------------------------------- colours
 FONT = "Helvetica"
@@ -203,7 +204,7 @@ def _tensor_label(t, grad, show_values, hot, done):
     shape = "(" + ", ".join(str(n) for n in t.shape) + ("," if len(t.shape) == 1 else "") + ")"
     border, width = (HOT, 3) if hot else ("#7f8c99", 1)
     bg = DONE_FILL if done else "white"
-    rows = [f'<TR><TD ALIGN="LEFT" BGCOLOR="{head}"><B>{esc(_short(t.name or "tensor", 40))}</B>  '
+    rows = [f'<TR><TD ALIGN="LEFT" BGCOLOR="{head}"><B>{esc(_short(label_of(t), 40))}</B>  '
             f'<FONT POINT-SIZE="9" COLOR="#555555">{shape} {esc(t.dtype)}</FONT></TD></TR>']
     if show_values:
         rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{_lines(format_values(t.data))}</FONT></TD></TR>')

@@ -13,6 +13,7 @@ from tinygrad_tx import Tensor, backend
 from tinygrad_tx.autograd import backward_steps
 
 from .graph import draw_graph
+from .labels import label_of
 
 
 @dataclasses.dataclass
@@ -75,7 +76,7 @@ def _preview(g, n=4):
 
 
 def _tname(t):
-    return repr(t.name) if t.name else "tensor"
+    return repr(t.name) if t.name else label_of(t)
 
 
 def format_step(step, total=None):
