@@ -277,23 +277,31 @@ def _digits(tokens):
 # ---- viz: graph / step / explore
 GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
 COLLAPSE_HELP = ("Fold module scopes deeper than N levels into one box each (0: draw every node; "
-                 "default: the preset's own, 2 for gpt).")
+                 "default: the preset's own, one box per module for gpt).")
+RANKDIR_HELP = "Layout direction: top to bottom or left to right (default: the preset's own, TB for most)."
 
 
-def _preset_loss(name, seed, backward):
-    """The loss tensor of a viz.examples preset; unknown name -> one-line error listing them."""
+def _check_preset(name):
+    """Unknown viz.examples preset -> one-line error listing them."""
     presets = viz_examples.PRESETS
     if name not in presets:
         close = difflib.get_close_matches(name, list(presets), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise OneLineUsageError(f"unknown preset {name!r}; {hint}valid names: {', '.join(presets)}")
-    return presets[name](seed=seed, backward=backward)
 
 
-def _collapse_for(name, collapse):
-    if collapse is None:
-        return getattr(viz_examples, "DEFAULT_COLLAPSE", {}).get(name)
-    return collapse or None
+def _preset_loss(name, seed, backward):
+    """The loss tensor of a viz.examples preset."""
+    _check_preset(name)
+    return viz_examples.build(name, seed=seed, backward=backward)
+
+
+def _given(collapse=None, rankdir=None, values=True):
+    """The drawing flags the user gave, to override the preset's own (viz.examples.DRAW_DEFAULTS)."""
+    given = {} if collapse is None else {"collapse": collapse or None}
+    given.update({"rankdir": rankdir} if rankdir else {})
+    given.update({} if values else {"show_values": False})
+    return given
 
 
 def _preset_title(name):
@@ -327,8 +335,7 @@ Examples:
 @click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
 @click.option("--values/--no-values", default=True, show_default=True,
               help="Show values and gradients inside the tensor boxes.")
-@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="LR", show_default=True,
-              help="Layout direction: left to right or top to bottom.")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def graph_cmd(preset, out, fmt, collapse, values, rankdir, seed):
     """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
@@ -347,10 +354,9 @@ def graph_cmd(preset, out, fmt, collapse, values, rankdir, seed):
     else:
         raise OneLineUsageError(f"--out {out!r}: cannot tell the format; end it with "
                                 f"{', '.join('.' + f for f in GRAPH_FORMATS)} or pass --format")
-    loss = _preset_loss(preset, seed, backward=True)
+    _check_preset(preset)
     with _viz_errors():
-        path = render(loss, out, rankdir=rankdir, show_values=values, collapse=_collapse_for(preset, collapse),
-                      title=_preset_title(preset))
+        path = render(viz_examples.draw_preset(preset, seed=seed, **_given(collapse, rankdir, values)), out)
     click.echo(f"wrote {path}")
 
 
@@ -371,14 +377,15 @@ def step_cmd(preset, show_all, out_dir, collapse, seed):
     inputs: the gradient arriving at each op's output, what it sends to each input, and the
     local rule that turns one into the other."""
     loss = _preset_loss(preset, seed, backward=False)
+    opts = viz_examples.draw_options(preset, **_given(collapse))
     with _viz_errors():
         steps = trace_backward(loss)
         if out_dir:
             folder = pathlib.Path(out_dir)
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(len(steps)):
-                render(frame_graph(loss, steps, i, collapse=_collapse_for(preset, collapse), max_nodes=None),
-                       folder / f"frame_{i:03d}.svg")
+                render(frame_graph(loss, steps, i, collapse=opts.get("collapse"), rankdir=opts["rankdir"],
+                                   max_nodes=None), folder / f"frame_{i:03d}.svg")
             click.echo(f"wrote {len(steps)} frames to {folder}/frame_000.svg ...")
     interactive = not show_all and sys.stdin.isatty()
     click.echo(f"{_preset_title(preset)}\n{len(steps)} backward steps"
@@ -402,8 +409,7 @@ Examples:
 @click.argument("preset")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
 @click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
-@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="LR", show_default=True,
-              help="Layout direction: left to right or top to bottom.")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def explore_cmd(preset, out, collapse, rankdir, seed):
     """Write one self-contained HTML page (works offline) to step through the backward pass of
@@ -413,9 +419,9 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
     if pathlib.Path(out).suffix.lower() not in (".html", ".htm"):
         raise OneLineUsageError(f"--out {out!r}: the explorer writes an HTML page; end the name with .html")
     loss = _preset_loss(preset, seed, backward=False)
+    opts = viz_examples.draw_options(preset, **_given(collapse, rankdir))
     with _viz_errors():
-        path = explore(loss, out, title=_preset_title(preset), collapse=_collapse_for(preset, collapse),
-                       rankdir=rankdir)
+        path = explore(loss, out, title=opts["title"], collapse=opts.get("collapse"), rankdir=opts["rankdir"])
     click.echo(f"wrote {path}: open it in a browser")
 
 # ---- docs: figures

@@ -54,6 +54,6 @@ def tiny_preset(seed=0, backward=True):
 
 @pytest.fixture
 def presets(monkeypatch):
-    """The CLI's preset table replaced by {"tiny": tiny_preset}, with no default collapse."""
+    """The CLI's preset table replaced by {"tiny": tiny_preset}, with no drawing defaults."""
     monkeypatch.setattr(cli.viz_examples, "PRESETS", {"tiny": tiny_preset}, raising=False)
-    monkeypatch.setattr(cli.viz_examples, "DEFAULT_COLLAPSE", {}, raising=False)
+    monkeypatch.setattr(cli.viz_examples, "DRAW_DEFAULTS", {})

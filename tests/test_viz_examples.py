@@ -67,9 +67,17 @@ def test_unknown_preset_lists_valid_names():
         assert name in str(err.value)
 
 
-def test_default_collapse_names_presets():
-    assert examples.DEFAULT_COLLAPSE == {"gpt": 2}
-    assert set(examples.DEFAULT_COLLAPSE) <= set(examples.PRESETS)
+def test_draw_defaults_name_presets_and_options_override_them():
+    assert set(examples.DRAW_DEFAULTS) <= set(examples.PRESETS)
+    for name in examples.PRESETS:
+        opts = examples.draw_options(name)
+        assert opts["rankdir"] in ("TB", "LR") and opts["title"], name
+    assert examples.draw_options("gpt")["collapse"] == ["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"]
+    assert examples.draw_options("attention")["rankdir"] == "TB" and "collapse" not in examples.draw_options("attention")
+    assert examples.draw_options("gpt", collapse=None, rankdir="LR")["collapse"] is None
+    assert examples.draw_options("gpt", rankdir="LR")["rankdir"] == "LR"
+    with pytest.raises(ValueError, match="unknown example 'nope'"):
+        examples.draw_options("nope")
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -93,7 +93,7 @@ def tiny(seed=0, backward=True):
 
 def test_cli_explore(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.viz_examples, "PRESETS", {"tiny": tiny}, raising=False)
-    monkeypatch.setattr(cli.viz_examples, "DEFAULT_COLLAPSE", {"tiny": 1}, raising=False)
+    monkeypatch.setattr(cli.viz_examples, "DRAW_DEFAULTS", {"tiny": {"collapse": 1}})
     r = CliRunner().invoke(cli.main, ["explore", "tiny", "--out", str(tmp_path / "t.html")])
     assert r.exit_code == 0, r.output
     text = (tmp_path / "t.html").read_text()

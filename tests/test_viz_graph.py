@@ -90,7 +90,7 @@ def test_labels_before_backward_say_not_computed_never_zero():
         assert "grad 0" not in line and "grad [0" not in line
     assert "<B>a</B>" in node_line(dot, "t0") and "(3,)" in node_line(dot, "t0")
     assert "float32" in node_line(dot, "t0") and "[1, 2, 3]" in node_line(dot, "t0")
-    assert "<B>tensor</B>" in node_line(dot, "t2")          # unnamed
+    assert "<B>a * b</B>" in node_line(dot, "t2")           # unnamed: labelled by what made it
 
 
 def test_labels_after_backward_show_gradients():

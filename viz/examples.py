@@ -5,10 +5,16 @@ scalar loss. With backward=True the builder has already called `loss.backward()`
 tensor in the graph holds its `.grad`; with backward=False the loss comes back untouched (the
 stepper and the explorer run the backward themselves, one op at a time).
 
-Tensors carry readable `.name`s (x, w, b, q, k, v, scores, mask, weights, logits, loss, ...),
-and the module presets tag their tensors with scopes ("attn.c_attn", "h.0.attn", "h.1.mlp") so
-a drawing can group or collapse them. Everything is seeded: the same seed gives the same
-numbers. Shapes: B batch, T time, C channels, H heads, hs head size, V vocab.
+The builders name only their own leaves and results (x, w, q, k, v, y, loss, ...): the steps
+inside softmax, layer norm, attention and cross-entropy are named by the engine and transformer
+code that writes them (max, z - max, exp, scores, weights, log_probs, ...), parameters by their
+module path (h.0.attn.c_attn.weight). The module presets tag their tensors with scopes
+("attn.c_attn", "h.0.attn", "h.1.mlp") so a drawing can group or collapse them. Everything is
+seeded: the same seed gives the same numbers.
+
+DRAW_DEFAULTS holds each preset's drawing options (title, collapse, rankdir) in one place:
+`draw_preset(name)` is what `tx graph NAME` draws and what docs/figures/NAME.svg shows.
+Shapes: B batch, T time, C channels, H heads, hs head size, V vocab.
 """
 import functools
 import math
@@ -16,8 +22,9 @@ import math
 import numpy as np
 
 from tinygrad_tx import Tensor, backend, functional as F, fused_ops, scope
-from tinygrad_tx.autograd import toposort
 from transformer import GPT, Block, GPTConfig, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+
+from .graph import draw_graph
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -38,67 +45,13 @@ def _tensor(arr, name, requires_grad=True):
     return Tensor(np.asarray(arr), requires_grad=requires_grad, dtype=backend.default_dtype(), name=name)
 
 
-def _walk(root):
-    """Every tensor in root's graph (constants included), root first."""
-    return reversed(toposort(root, every_tensor=True))
-
-
-def _name(t, name):
-    """Name t unless it already has a name (parameters keep theirs)."""
-    if t is not None and t.name is None:
-        t.name = name
-
-
-def _name_softmax(weights):
-    """Name the steps of Tensor.softmax behind `weights` = e / sum(e), e = exp(z - max z)."""
-    if weights.op is None or weights.op.name != "Div":
-        return
-    e, total = weights.parents
-    _name(total, "sum(e)")
-    if e.op is not None and e.op.name == "Exp":
-        _name(e, "e = exp(z - max)")
-        shifted = e.parents[0]
-        if shifted.op is not None and shifted.op.name == "Sub":
-            _name(shifted, "z - max")
-            _name(shifted.parents[1], "max (detached)")
-
-
-def _name_attention(root):
-    """Name the pieces of every scaled dot-product attention in root's graph, found by shape of
-    the graph: MaskedFill(-inf) reads (scores, mask); scores = (q @ kT) * 1/sqrt(hs); kT is k
-    transposed; a MatMul reading the (already named) `weights` reads v as its second input."""
-    for t in _walk(root):
-        if t.op is None:
-            continue
-        if t.op.name == "MaskedFill" and t.op.args.get("value") == float("-inf"):
-            scores, mask = t.parents
-            _name(t, "masked_scores")
-            _name(mask, "mask")
-            _name(scores, "scores")
-            if scores.op is not None and scores.op.name == "Mul":
-                qk = scores.parents[0]
-                _name(qk, "q@kT")
-                if qk.op is not None and qk.op.name == "MatMul":
-                    q, kT = qk.parents
-                    _name(q, "q")
-                    _name(kT, "kT")
-                    if kT.op is not None and kT.op.name == "Permute":
-                        _name(kT.parents[0], "k")
-        if t.op.name == "MatMul" and t.parents[0].name == "weights":
-            _name_softmax(t.parents[0])
-            _name(t.parents[1], "v")
-            _name(t, "y")
-
-
 def _dot(a, b):
     """sum(a * b): a fixed random `b` makes every entry of `a` matter to the loss (dL/da = b)."""
-    prod = a * b
-    prod.name = f"{a.name}*{b.name}"
-    return prod.sum()
+    return (a * b).sum()
 
 
 def _finish(loss, backward):
-    loss.name = "loss"
+    loss.named("loss")
     if backward:
         loss.backward()
     return loss
@@ -113,15 +66,9 @@ def neuron(seed=0, backward=True):
     w = _tensor(rng.normal(size=3), "w")                         # (3,)
     b = _tensor(rng.normal(), "b")                               # ()
     y = _tensor(1.0, "y", requires_grad=False)                   # () the target
-    wx = w * x                                                   # (3,)
-    wx.name = "w*x"
-    n = wx.sum() + b                                             # () pre-activation
-    n.name = "n"
-    o = n.tanh()                                                 # () dL/dn = dL/do * (1 - o^2)
-    o.name = "o"
-    err = o - y
-    err.name = "o - y"
-    return _finish(err ** 2, backward)
+    n = ((w * x).sum() + b).named("n")                           # () pre-activation
+    o = n.tanh().named("o")                                      # () dL/dn = dL/do * (1 - o^2)
+    return _finish((o - y) ** 2, backward)
 
 
 @_composed
@@ -134,15 +81,10 @@ def mlp(seed=0, backward=True):
     b1 = _tensor(np.zeros(5), "b1")
     W2 = _tensor(rng.normal(size=(5, 1)) / math.sqrt(5), "W2")          # (5, 1)
     b2 = _tensor(np.zeros(1), "b2")
-    z1 = x @ W1 + b1                                                    # (B, 5)
-    z1.name = "z1"
-    h = z1.tanh()
-    h.name = "h"
-    pred = h @ W2 + b2                                                  # (B, 1)
-    pred.name = "pred"
-    diff = pred - y
-    diff.name = "pred - y"
-    return _finish((diff ** 2).mean(), backward)
+    z1 = (x @ W1 + b1).named("z1")                                      # (B, 5)
+    h = z1.tanh().named("h")
+    pred = (h @ W2 + b2).named("pred")                                  # (B, 1)
+    return _finish(((pred - y) ** 2).mean(), backward)
 
 
 @_composed
@@ -151,16 +93,7 @@ def softmax_xent(seed=0, backward=True):
     rng = np.random.default_rng(seed)
     logits = _tensor(rng.normal(size=(2, 4)), "logits")                 # (N, V)
     targets = np.array([1, 3])                                          # (N,) class ids
-    loss = F.cross_entropy(logits, targets)
-    for t in _walk(loss):                                               # name the steps inside
-        if t.op is not None and t.op.name == "GetItem":
-            _name(t, "logp[y]")
-            _name(t.parents[0], "logp")
-            logp = t.parents[0]
-            if logp.op is not None and logp.op.name == "Sub":           # (z) - log(sum exp z)
-                _name(logp.parents[0], "z = logits - max")
-                _name(logp.parents[1], "logsumexp")
-    return _finish(loss, backward)
+    return _finish(F.cross_entropy(logits, targets), backward)
 
 
 @_composed
@@ -171,11 +104,8 @@ def masked_softmax(seed=0, backward=True):
     scores = _tensor(rng.normal(size=(3, 3)), "scores")                 # (Tq, Tk)
     mask = Tensor(causal_mask(3), name="mask")                          # (Tq, Tk) True = future
     target = _tensor(rng.normal(size=(3, 3)), "target", requires_grad=False)
-    masked = scores.masked_fill(mask, float("-inf"))
-    masked.name = "masked_scores"
-    weights = masked.softmax(axis=-1)                                   # rows sum to 1
-    weights.name = "weights"
-    _name_softmax(weights)
+    masked = scores.masked_fill(mask, float("-inf")).named("masked_scores")
+    weights = masked.softmax(axis=-1).named("weights")                  # rows sum to 1
     return _finish(_dot(weights, target), backward)
 
 
@@ -190,12 +120,9 @@ def attention(seed=0, backward=True):
     Wv = _tensor(rng.normal(size=(C, hs)) / math.sqrt(C), "Wv")
     upstream = _tensor(rng.normal(size=(T, hs)), "upstream", requires_grad=False)
     with scope("attn"):
-        q, k, v = x @ Wq, x @ Wk, x @ Wv                                # (T, hs) each
-        q.name, k.name, v.name = "q", "k", "v"
+        q, k, v = (x @ Wq).named("q"), (x @ Wk).named("k"), (x @ Wv).named("v")   # (T, hs) each
         y, weights = scaled_dot_product_attention(q, k, v, mask=causal_mask(T))   # (T, hs), (T, T)
-    y.name, weights.name = "y", "weights"
-    _name_attention(y)
-    return _finish(_dot(y, upstream), backward)
+    return _finish(_dot(y.named("y"), upstream), backward)
 
 
 @_composed
@@ -208,10 +135,7 @@ def multihead(seed=0, backward=True):
     upstream = _tensor(rng.normal(size=(1, 4, 8)), "upstream", requires_grad=False)
     with scope("attn"):
         y = mha(x)                                                      # (B, T, C)
-    y.name = "out"
-    mha.weights.name = "weights"                                        # (B, H, T, T)
-    _name_attention(y)
-    return _finish(_dot(y, upstream), backward)
+    return _finish(_dot(y.named("out"), upstream), backward)
 
 
 @_composed
@@ -222,19 +146,7 @@ def layernorm(seed=0, backward=True):
     weight = _tensor(1.0 + 0.1 * rng.normal(size=6), "weight")          # (C,)
     bias = _tensor(0.1 * rng.normal(size=6), "bias")
     upstream = _tensor(rng.normal(size=(2, 4, 6)), "upstream", requires_grad=False)
-    y = F.layer_norm(x, weight, bias)
-    y.name = "y"
-    # y = xhat * weight + bias,  xhat = (x - mu) * rstd,  rstd = (var + eps)^-1/2
-    scaled = y.parents[0]
-    _name(scaled, "xhat*weight")
-    xhat = scaled.parents[0]
-    _name(xhat, "xhat")
-    xc, rstd = xhat.parents
-    _name(xc, "x - mu")
-    _name(xc.parents[1], "mu")
-    _name(rstd, "rstd")
-    _name(rstd.parents[0], "var + eps")
-    _name(rstd.parents[0].parents[0], "var")
+    y = F.layer_norm(x, weight, bias).named("y")                        # (B, T, C)
     return _finish(_dot(y, upstream), backward)
 
 
@@ -248,10 +160,7 @@ def gpt_block(seed=0, backward=True):
     upstream = _tensor(rng.normal(size=(1, 4, 8)), "upstream", requires_grad=False)
     with scope("h.0"):
         y = block(x)                                                    # (B, T, C)
-    y.name = "out"
-    block.attn.weights.name = "weights"
-    _name_attention(y)
-    return _finish(_dot(y, upstream), backward)
+    return _finish(_dot(y.named("out"), upstream), backward)
 
 
 @_composed
@@ -265,10 +174,6 @@ def gpt(seed=0, backward=True):
     tokens = rng.integers(0, config.vocab_size, size=(1, 7))
     idx, targets = tokens[:, :-1], tokens[:, 1:]                        # (B, T): predict the next token
     logits, loss = model(idx, targets)                                  # (B, T, V), ()
-    logits.name = "logits"
-    for block in model.h:
-        block.attn.weights.name = "weights"
-    _name_attention(loss)
     return _finish(loss, backward)
 
 
@@ -284,8 +189,22 @@ PRESETS = {
     "gpt": gpt,
 }
 
-# presets too big to read flat: drawn with scopes collapsed to this depth by default
-DEFAULT_COLLAPSE = {"gpt": 2}
+# How each preset is drawn, by `tx graph` and in docs/figures alike. Unlisted options take
+# draw_graph's defaults; rankdir is top to bottom unless a preset reads better left to right.
+DRAW_DEFAULTS = {
+    "neuron": dict(title="a neuron: loss = (tanh(w.x + b) - y)^2", rankdir="LR"),
+    "mlp": dict(title="a two-layer MLP: pred = tanh(x W1 + b1) W2 + b2, mean squared error"),
+    "softmax-xent": dict(title="softmax + cross-entropy: loss = -mean log_softmax(logits)[y], targets [1, 3]"),
+    "masked-softmax": dict(title="causal masked softmax (3 x 3): -inf in, exact zeros (and zero gradients) out"),
+    "attention": dict(title="one causal attention head, T = 4: y = softmax(mask(q kT / sqrt(hs))) v"),
+    "multihead": dict(title="multi-head attention: C = 8, H = 2 heads of hs = 4",
+                      collapse=["attn.c_attn", "attn.c_proj"]),
+    "layernorm": dict(title="layer norm of x (B, T, C) = (2, 4, 6): mean and variance per token"),
+    "gpt-block": dict(title="one pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))",
+                      collapse=["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"]),
+    "gpt": dict(title="a whole GPT, one box per module: 2 blocks, C = 8, V = 11, T = 6",
+                collapse=["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"]),
+}
 
 
 def describe(name):
@@ -293,11 +212,27 @@ def describe(name):
     return (PRESETS[name].__doc__ or "").strip().splitlines()[0]
 
 
-def build(name, seed=0, backward=True):
-    """Build preset `name`; returns its scalar loss (with gradients when backward=True)."""
+def _check(name):
     if name not in PRESETS:
         raise ValueError(f"unknown example {name!r}; valid names: {', '.join(PRESETS)}")
+
+
+def build(name, seed=0, backward=True):
+    """Build preset `name`; returns its scalar loss (with gradients when backward=True)."""
+    _check(name)
     return PRESETS[name](seed=seed, backward=backward)
 
 
-__all__ = ["PRESETS", "DEFAULT_COLLAPSE", "build", "describe"]
+def draw_options(name, **overrides):
+    """The draw_graph options of preset `name`: rankdir "TB" and a title from its docstring,
+    then its DRAW_DEFAULTS, then the overrides (collapse=None draws every node)."""
+    _check(name)
+    return {"rankdir": "TB", "title": f"{name}: {describe(name)}", **DRAW_DEFAULTS.get(name, {}), **overrides}
+
+
+def draw_preset(name, seed=0, **overrides):
+    """Preset `name` built (after backward) and drawn with its options: a graphviz.Digraph."""
+    return draw_graph(build(name, seed=seed), **draw_options(name, **overrides))
+
+
+__all__ = ["PRESETS", "DRAW_DEFAULTS", "build", "describe", "draw_options", "draw_preset"]
