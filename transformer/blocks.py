@@ -25,7 +25,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        h = self.c_fc(x)                                             # (B, T, 4C)
+        h = self.c_fc(x).named("h")                                  # (B, T, 4C)
         if self.activation == "relu":
             h = h.relu()
         else:

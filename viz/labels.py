@@ -19,7 +19,7 @@ CALLS = {"Exp", "Log", "Sqrt", "Tanh", "Sigmoid", "Relu", "Erf", "Reshape"}
 def label_of(t, max_len=32):
     """The readable label of tensor t (never empty, never a placeholder)."""
     if t.name:
-        return t.name
+        return str(t.name)
     if t.op is None:
         return _leaf(t)
     for depth in (3, 2, 1, 0):          # fewer levels of inputs until it fits
@@ -32,8 +32,9 @@ def label_of(t, max_len=32):
 def _inner(t, depth):
     """t's label as an operand inside a bigger expression."""
     if t.name:
-        parts = t.name.split(".")
-        return ".".join(parts[-2:]) if " " not in t.name and len(parts) > 2 else t.name
+        name = str(t.name)
+        parts = name.split(".")
+        return ".".join(parts[-2:]) if " " not in name and len(parts) > 2 else name
     if t.op is None:
         return _leaf(t)
     return _made(t, depth) if depth > 0 else "…"
