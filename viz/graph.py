@@ -46,7 +46,7 @@ def esc(text):
 
 
 def _short(text, n):
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[:n - 3] + "..."      # ASCII: every renderer can measure it
 
 
 # ----------------------------------------------------------------------------- graph walk
@@ -170,7 +170,7 @@ def _structure(order, index, members):
     """What a scope computes, without any name: for each tensor made or created inside it (in
     graph order), its op with arguments, shape and dtype, and where each input comes from: an
     earlier tensor of the scope (by position) or the j-th distinct outside tensor (its shape and
-    kind). Two scopes with the same structure do the same computation on different data."""
+    dtype). Two scopes with the same structure do the same computation on different data."""
     local = {k: j for j, k in enumerate(members)}
     outside = {}
     steps = []
@@ -182,8 +182,7 @@ def _structure(order, index, members):
             if kp in local:
                 inputs.append(("in", local[kp]))
             else:
-                inputs.append(("out", outside.setdefault(kp, len(outside)), tuple(p.shape), str(p.dtype),
-                               p.op is None, p.requires_grad))
+                inputs.append(("out", outside.setdefault(kp, len(outside)), tuple(p.shape), str(p.dtype)))
         steps.append((t.op_name, tuple(t.shape), str(t.dtype), t.requires_grad, tuple(inputs)))
     return tuple(steps)
 
@@ -284,9 +283,8 @@ def format_grid(arr, color=None, caption=""):
     ("[:, 16:32]"). `caption` is a first row. Small font, tight padding."""
     a = backend.to_numpy(arr)
     if a.ndim == 1 and a.size > ROW_WRAP:
-        pad = -a.size % ROW_WRAP
-        cells = [[f'<FONT COLOR="#888888">[{r}]</FONT>'] + [esc(_num(x)) for x in a[r:r + ROW_WRAP]] + [""] * (
-            pad if r + ROW_WRAP > a.size else 0) for r in range(0, a.size, ROW_WRAP)]
+        cells = [[f'<FONT COLOR="#888888">[{r}]</FONT>'] + [esc(_num(x)) for x in a[r:r + ROW_WRAP]]
+                 for r in range(0, a.size, ROW_WRAP)]
         blocks = [("", cells)]
     else:
         slices = [((), a.reshape((1,) * (2 - a.ndim) + a.shape))] if a.ndim <= 2 else \
@@ -357,7 +355,7 @@ def legend_table(hot=False, done=False, boxes=False):
     """The legend as a compact two-row table of swatches (HTML-like, for a graph label)."""
     def cell(swatch, text, bg="white"):
         return f'<TD BGCOLOR="{bg}">{swatch}</TD><TD ALIGN="LEFT">{text}</TD>'
-    items = [cell(f'<FONT COLOR="{EDGE}">&#8594;</FONT>', "forward: data flows along arrows"),
+    items = [cell(f'<FONT COLOR="{EDGE}">--&gt;</FONT>', "forward: data flows along arrows"),
              cell(f'<FONT COLOR="{GRAD}">grad</FONT>', "dL/d(tensor): flows back against them"),
              cell("Op", "op node", OP_FILL),
              cell("name", "leaf needing grad", HEAD_PARAM),
