@@ -373,19 +373,27 @@ def legend_table(hot=False, done=False, boxes=False):
             + "".join(f'<TR>{"".join(r)}</TR>' for r in rows) + "</TABLE>")
 
 
+LABEL_FILLERS = 12          # empty columns beside the legend in the graph label (see graph_label)
+
+
 def graph_label(title=None, subtitle=None, legend=None):
     """The graph's own label (drawn above the graph, not as a node): a bold title, a subtitle
-    line and the legend table, each optional. None when all three are missing."""
+    line and the legend table, each optional. None when all three are missing.
+
+    A title wider than the legend would stretch the legend's cells: Graphviz shares a spanning
+    cell's extra width evenly among the columns it spans, so the title spans the legend's column
+    and LABEL_FILLERS empty ones, which take nearly all of it."""
+    span = f' COLSPAN="{LABEL_FILLERS + 1}"'
     rows = []
     if title:
-        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="15"><B>{esc(title)}</B></FONT></TD></TR>')
+        rows.append(f'<TR><TD ALIGN="LEFT"{span}><FONT POINT-SIZE="15"><B>{esc(title)}</B></FONT></TD></TR>')
     if subtitle:
-        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="11" COLOR="#444444">{esc(subtitle)}</FONT></TD></TR>')
+        rows.append(f'<TR><TD ALIGN="LEFT"{span}><FONT POINT-SIZE="11" COLOR="#444444">{esc(subtitle)}</FONT></TD></TR>')
     if legend:
-        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{legend}</FONT></TD></TR>')
+        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{legend}</FONT></TD>{"<TD></TD>" * LABEL_FILLERS}</TR>')
     if not rows:
         return None
-    return f'<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="1">{"".join(rows)}</TABLE>>'
+    return f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="1">{"".join(rows)}</TABLE>>'
 
 
 # ----------------------------------------------------------------------------- drawing
