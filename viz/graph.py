@@ -5,8 +5,9 @@ Like micrograd's `draw_dot`, this only reads public node attributes: `t.parents`
 `t.op_name`, `t.op.name`, `t.name`, `t.scope`, `t.data`, `t.grad`, `t.requires_grad`.
 
 Node names are stable: the tensor at position k of `graph_nodes(root)` (a topological order) is
-drawn as `t{k}` and the op that produced it as `op{k}`; a collapsed module scope is `box{j}`.
-The explorer uses the same names to find nodes in the SVG.
+drawn as `t{k}` and the op that produced it as `op{k}`; a collapsed module scope (or a folded
+run of repeated ones) is `box{j}`. The explorer uses the same names to find nodes in the SVG.
+The title and the legend are the graph's own label, not nodes: they do not widen the layout.
 
 Every user string (tensor names, scopes, op labels) goes into HTML-like labels through `esc`,
 so quotes, braces, `|`, `<`, `>`, `&` or a `<script>` tag are drawn as plain text.
