@@ -355,7 +355,7 @@ Examples:
 @click.option("--max-nodes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to draw more nodes than this (default: 300; no limit with --collapse 0).")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
-              help="Layout direction: left to right or top to bottom.")
+              help="Layout direction: top to bottom or left to right.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed):
     """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
@@ -435,7 +435,7 @@ Examples:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
 @click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
-              help="Layout direction: left to right or top to bottom.")
+              help="Layout direction: top to bottom or left to right.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def explore_cmd(preset, out, collapse, rankdir, seed):
     """Write one self-contained HTML page (works offline) to step through the backward pass of
