@@ -447,7 +447,7 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
     loss = _preset_loss(preset, seed, backward=False)
     with _viz_errors():
         path = explore(loss, out, title=_preset_title(preset), collapse=_collapse_for(preset, collapse),
-                       rankdir=rankdir)
+                       rankdir=rankdir, max_nodes=None if collapse == 0 else 300)
     click.echo(f"wrote {path}: open it in a browser")
 
 # ---- docs: figures

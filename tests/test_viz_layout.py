@@ -230,9 +230,18 @@ def test_cli_collapse_0_draws_every_node_and_limits_name_cli_flags(tmp_path):
     assert r.exit_code == 1 and "--collapse: no scope 'nope'" in r.output
 
 
-def test_cli_step_takes_rankdir_and_repeats(tmp_path):
-    r = CliRunner().invoke(cli.main, ["step", "neuron", "--all", "--rankdir", "LR", "--collapse", "repeats"])
+def test_cli_step_and_explore_take_rankdir_and_collapse(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(cli.main, ["step", "neuron", "--all", "--rankdir", "LR", "--collapse", "repeats",
+                                 "--out", str(tmp_path / "frames")])
     assert r.exit_code == 0, r.output
+    frame = (tmp_path / "frames" / "frame_000.svg").read_text()
+    width, height = map(float, re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', frame).groups())
+    assert width > 2 * height                         # left to right: a wide strip (TB is taller than wide)
+    r = runner.invoke(cli.main, ["explore", "gpt", "--collapse", "0", "--out", str(tmp_path / "all.html")])
+    assert r.exit_code == 0, r.output                  # every node: no node limit, as for tx graph
+    r = runner.invoke(cli.main, ["explore", "gpt", "--collapse", "repeats", "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "h.1 &#160;x1" in (tmp_path / "r.html").read_text(), r.output
 
 
 # ----------------------------------------------------------------------------- Chromium: text fits
