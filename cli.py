@@ -2,7 +2,7 @@
 
     tx --version
     tx gradcheck [--op NAME ...]
-    tx graph PRESET [--out FILE] [--collapse N]
+    tx graph PRESET [--out FILE] [--collapse N|repeats|SCOPE] [--rankdir TB|LR]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
     tx train [--data FILE] [--out DIR] [--max-iters N] [model options]
@@ -31,6 +31,7 @@ from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Tr
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
 from viz import explore, format_step, frame_graph, render, trace_backward
+from viz.graph import TooManyNodesError
 from viz.figures import FIGURES, make_figures
 
 
@@ -276,9 +277,22 @@ def _digits(tokens):
 
 # ---- viz: graph / step / explore
 GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
-COLLAPSE_HELP = ("Fold module scopes deeper than N levels into one box each (0: draw every node; "
-                 "default: the preset's own, one box per module for gpt).")
+COLLAPSE_HELP = ("N: fold module scopes deeper than N levels into one box each (0: draw every node); "
+                 "repeats: draw the first of identical blocks (h.0) and fold the rest (h.1 - h.3) into one box; "
+                 "SCOPE: fold that scope (default: the preset's own, one box per module for gpt).")
 RANKDIR_HELP = "Layout direction: top to bottom or left to right (default: the preset's own, TB for most)."
+
+
+class CollapseParam(click.ParamType):
+    """--collapse N (an int >= 0), --collapse repeats, or --collapse SCOPE (a scope name)."""
+    name = "collapse"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or not str(value).lstrip("-").isdigit():
+            return value
+        if int(value) < 0:
+            self.fail(f"{value} is not >= 0 (use --collapse N, --collapse repeats or --collapse SCOPE)", param, ctx)
+        return int(value)
 
 
 def _check_preset(name):
@@ -310,34 +324,47 @@ def _preset_title(name):
 
 
 @contextlib.contextmanager
-def _viz_errors():
-    """Drawing problems (too many nodes, no Graphviz, unwritable file) -> one line, exit 1."""
+def _viz_errors(max_nodes_flag=False):
+    """Drawing problems (too many nodes, no Graphviz, unwritable file) -> one line, exit 1. The
+    node-limit hint names this command's flags, not draw_graph's keyword arguments."""
     try:
         yield
+    except TooManyNodesError as e:
+        fold = ("--collapse 2, --collapse repeats or --collapse SCOPE to fold modules into boxes" if e.has_scopes
+                else "--collapse 0 to draw them all (the graph has no module scopes to fold)")
+        limit = f" --max-nodes {e.max_nodes}" if max_nodes_flag else f" the limit of {e.max_nodes}"
+        more = ", or raise --max-nodes" if max_nodes_flag else ""
+        raise click.ClickException(f"the graph has {e.total} nodes ({e.counts[0]} tensors, {e.counts[1]} ops, "
+                                   f"{e.counts[2]} boxes), more than{limit}; pass {fold}{more}") from None
     except OSError as e:
         where = f"cannot write {e.filename}: " if e.filename else ""
         why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror
         raise click.ClickException(f"{where}{why or str(e).splitlines()[0]}") from None
     except (ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise click.ClickException("--" + line if line.startswith("collapse: ") else line) from None
 
 
 @main.command("graph", epilog="""\b
 Examples:
   tx graph neuron                           writes neuron.svg: every op, value and gradient
   tx graph attention --out attn.png         the format follows the extension
-  tx graph gpt --collapse 1 --format pdf    each top-level module folded into one box""")
+  tx graph gpt --collapse 1 --format pdf    each top-level module folded into one box
+  tx graph gpt --collapse repeats           block h.0 drawn, h.1 folded into one box
+  tx graph gpt --collapse 0                 every node, no limit""")
 @click.argument("preset")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="File to write (default: PRESET.FORMAT).")
 @click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS), default=None,
               help="Output format (default: from --out's extension, else svg).")
-@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
 @click.option("--values/--no-values", default=True, show_default=True,
               help="Show values and gradients inside the tensor boxes.")
+@click.option("--max-nodes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse to draw more nodes than this (default: 300; no limit with --collapse 0).")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
-def graph_cmd(preset, out, fmt, collapse, values, rankdir, seed):
+def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed):
     """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
     gradient in red), one node per op, modules grouped by scope. PRESET is one of the examples
     in viz/examples.py (neuron, mlp, attention, layernorm, gpt, ...)."""
@@ -355,8 +382,11 @@ def graph_cmd(preset, out, fmt, collapse, values, rankdir, seed):
         raise OneLineUsageError(f"--out {out!r}: cannot tell the format; end it with "
                                 f"{', '.join('.' + f for f in GRAPH_FORMATS)} or pass --format")
     _check_preset(preset)
-    with _viz_errors():
-        path = render(viz_examples.draw_preset(preset, seed=seed, **_given(collapse, rankdir, values)), out)
+    if max_nodes is None:
+        max_nodes = None if collapse == 0 else 300
+    with _viz_errors(max_nodes_flag=True):
+        path = render(viz_examples.draw_preset(preset, seed=seed, max_nodes=max_nodes,
+                                               **_given(collapse, rankdir, values)), out)
     click.echo(f"wrote {path}")
 
 
@@ -370,14 +400,16 @@ Examples:
               help="Print every step without pausing (the default when stdin is not a terminal).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also write one SVG per step into DIR: the current op in red, finished ones green.")
-@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None,
+              help="Layout direction of the --out frames (default: the preset's own, TB for most).")
+@click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
-def step_cmd(preset, show_all, out_dir, collapse, seed):
+def step_cmd(preset, show_all, out_dir, collapse, rankdir, seed):
     """Step through the backward pass of PRESET one op at a time, from the loss back to the
     inputs: the gradient arriving at each op's output, what it sends to each input, and the
     local rule that turns one into the other."""
     loss = _preset_loss(preset, seed, backward=False)
-    opts = viz_examples.draw_options(preset, **_given(collapse))
+    opts = viz_examples.draw_options(preset, **_given(collapse, rankdir))
     with _viz_errors():
         steps = trace_backward(loss)
         if out_dir:
@@ -408,7 +440,7 @@ Examples:
   tx explore gpt --out gpt.html            larger graphs fold modules into boxes (--collapse)""")
 @click.argument("preset")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
-@click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
+@click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def explore_cmd(preset, out, collapse, rankdir, seed):
@@ -421,7 +453,8 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
     loss = _preset_loss(preset, seed, backward=False)
     opts = viz_examples.draw_options(preset, **_given(collapse, rankdir))
     with _viz_errors():
-        path = explore(loss, out, title=opts["title"], collapse=opts.get("collapse"), rankdir=opts["rankdir"])
+        path = explore(loss, out, title=opts["title"], collapse=opts.get("collapse"), rankdir=opts["rankdir"],
+                       max_nodes=None if collapse == 0 else 300)
     click.echo(f"wrote {path}: open it in a browser")
 
 # ---- docs: figures

@@ -102,7 +102,8 @@ def test_reuse_figure_draws_one_arrow_per_use(tmp_path):
     svg = FIG.make_figures(tmp_path, ["reuse.svg"], progress=False)[0].read_text(encoding="utf-8")
     edges = re.findall(r"<title>(\w+)&#45;&gt;(\w+)</title>", svg)
     assert max(edges.count(e) for e in set(edges)) == 2               # a -> Add twice, b -> Add twice
-    assert "grad 4" in svg and "grad 2" in svg
+    grads = re.findall(r'fill="#c0392b">([^<]*)</text>', svg)                # text in the gradient colour
+    assert "4" in grads and "2" in grads
 
 
 # ----------------------------------------------------------------------------- numbers in the text

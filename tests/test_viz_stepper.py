@@ -9,7 +9,7 @@ import cli
 from tinygrad_tx import Tensor, scope
 from tinygrad_tx.autograd import toposort
 from viz import format_step, frame_graph, graph_nodes, graphviz_program, trace_backward
-from viz.graph import DONE_FILL, HOT
+from viz.graph import DONE_FILL, GRAD, HOT
 from viz.stepper import grads_at
 
 
@@ -112,7 +112,7 @@ def test_frame_graph_highlights_current_and_shades_done():
     W = k_of[id(next(t for t in order if t.name == "W"))]
     assert "not computed yet" in frame_graph(loss, steps, 0).source.split(f"t{W} [")[1].split("\n")[0]
     last = frame_graph(loss, steps, len(steps) - 1).source.split(f"t{W} [")[1].split("\n")[0]
-    assert "grad mean" in last
+    assert f'COLOR="{GRAD}"><TABLE' in last and "not computed yet" not in last     # its gradient grid
     assert "backward step 4/" in dot.source
     with pytest.raises(IndexError):
         frame_graph(loss, steps, len(steps))

@@ -3,7 +3,14 @@
 The real `dot` (apt/brew package "graphviz") is used when it is on PATH. Otherwise the pip
 package `graphviz-pure` (a dot-compatible command line, SVG and PNG only) is used, looked for
 next to the running Python first (a virtual environment's bin/) and then on PATH.
+
+The real `dot` measures text with the fonts installed. graphviz-pure measures it with metrics
+built into it, and a browser then draws the SVG with whatever font it finds for "Helvetica"
+(DejaVu Sans on many Linux machines, about 10% wider): text would overflow its box. So for
+graphviz-pure the drawing's font is measured as DejaVu Sans, the widest of the common sans
+fonts, and the SVG asks for DejaVu Sans, then Helvetica or Arial: whichever the viewer has fits.
 """
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +21,9 @@ INSTALL_HINT = ("install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
 
 # which output formats each program can write
 FORMATS = {"dot": ("svg", "png", "pdf"), "graphviz-pure": ("svg", "png")}
+
+MEASURED_FONT = "DejaVu Sans"                             # graphviz-pure: measure text in this font
+SVG_FONTS = "DejaVu Sans,Helvetica,Arial,sans-serif"      # and let the SVG fall back from it
 
 
 class GraphvizNotFoundError(RuntimeError):
@@ -52,10 +62,14 @@ def run_layout(source, fmt):
     if fmt not in FORMATS[kind]:
         raise GraphvizNotFoundError(f"{kind} cannot write {fmt} (only {', '.join(FORMATS[kind])}); "
                                     f"for {fmt}, {INSTALL_HINT.replace(', or `pip install graphviz-pure` (no system package)', '')}")
+    if kind == "graphviz-pure":
+        source = re.sub(r'\bfontname=(?:Helvetica\b|"Helvetica")', f'fontname="{MEASURED_FONT}"', source)
     proc = subprocess.run([path, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=600)
     if proc.returncode != 0 or not proc.stdout:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise RuntimeError(f"{kind} failed (exit {proc.returncode}): {' | '.join(err[:3]) or 'no output'}")
+    if kind == "graphviz-pure" and fmt == "svg":
+        return proc.stdout.replace(f'font-family="{MEASURED_FONT}"'.encode(), f'font-family="{SVG_FONTS}"'.encode())
     return proc.stdout
 
 
