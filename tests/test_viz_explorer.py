@@ -42,7 +42,7 @@ def page_json(text):
 
 
 def test_page_is_self_contained_with_svg_and_json(tmp_path):
-    path = explore(model(), tmp_path / "bp.html", title="my <b>title</b>")
+    path = explore(model(), tmp_path / "bp.html", title="my <b>title</b>").path
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
@@ -65,7 +65,7 @@ def test_page_is_self_contained_with_svg_and_json(tmp_path):
 
 
 def test_strings_are_escaped_in_html_and_json(tmp_path):
-    path = explore(model(names=(XSS, SCRIPT)), tmp_path / "bp.html", title=SCRIPT)
+    path = explore(model(names=(XSS, SCRIPT)), tmp_path / "bp.html", title=SCRIPT).path
     text = path.read_text(encoding="utf-8")
     assert len(re.findall(r"<script", text)) == 2                 # no injected script element
     assert "<img" not in text and "<!--" not in text
@@ -78,7 +78,7 @@ def test_strings_are_escaped_in_html_and_json(tmp_path):
 
 def test_big_arrays_become_statistics(tmp_path):
     x = Tensor(np.ones((70, 70)), requires_grad=True, name="big")
-    data = page_json(explore((x * 2.0).sum(), tmp_path / "b.html").read_text())
+    data = page_json(explore((x * 2.0).sum(), tmp_path / "b.html").path.read_text())
     big = next(n for n in data["nodes"].values() if n.get("name") == "big")
     assert "flat" not in big["value"] and big["value"]["stats"]["mean"] == 1.0
 
@@ -151,7 +151,7 @@ def highlighted(driver):
 def test_stepping_highlights_the_op_and_shows_its_gradient(browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.common.action_chains import ActionChains
-    path = explore(model(), tmp_path / "bp.html")
+    path = explore(model(), tmp_path / "bp.html").path
     ref = model()
     steps = trace_backward(ref)
     k_of = {id(t): k for k, t in enumerate(graph_nodes(ref))}
@@ -181,10 +181,11 @@ def test_stepping_highlights_the_op_and_shows_its_gradient(browser, tmp_path):
 
 
 def test_clicking_nodes_shows_values_heatmaps_and_not_computed_yet(browser, tmp_path):
-    path = explore(model(), tmp_path / "bp.html")
+    path = explore(model(), tmp_path / "bp.html").path
     ref = model()
     order = graph_nodes(ref)
     steps = trace_backward(ref)
+    ref.backward()                                      # the replay left .grad alone: fill it
     W = next(k for k, t in enumerate(order) if t.name == "W")
     browser.get(path.as_uri())
     svg_node(browser, f"t{W}").click()                  # step 0: W's gradient has not arrived
@@ -208,7 +209,7 @@ def test_clicking_nodes_shows_values_heatmaps_and_not_computed_yet(browser, tmp_
 
 
 def test_hostile_names_do_not_execute(browser, tmp_path):
-    path = explore(model(names=(XSS, SCRIPT)), tmp_path / "bp.html", title=XSS)
+    path = explore(model(names=(XSS, SCRIPT)), tmp_path / "bp.html", title=XSS).path
     browser.get(path.as_uri())
     for node in ("t0", "t1"):
         svg_node(browser, node).click()
