@@ -392,7 +392,7 @@ def step_cmd(preset, show_all, out_dir, collapse, seed):
                 interactive = False
             elif line.strip().lower() in ("q", "quit"):
                 return
-    click.echo("\ndone: every tensor now holds its .grad, as after loss.backward()")
+    click.echo("\ndone: that was a replay; no tensor's .grad was changed (loss.backward() fills them)")
 
 
 @main.command("explore", epilog="""\b
@@ -402,7 +402,7 @@ Examples:
 @click.argument("preset")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
 @click.option("--collapse", type=click.IntRange(min=0), default=None, metavar="N", help=COLLAPSE_HELP)
-@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="LR", show_default=True,
+@click.option("--rankdir", type=click.Choice(["LR", "TB"]), default="TB", show_default=True,
               help="Layout direction: left to right or top to bottom.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
 def explore_cmd(preset, out, collapse, rankdir, seed):
