@@ -230,9 +230,9 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False, store=None
         if op is None:
             continue
         if op.freed:
-            raise RuntimeError(f"backward: cannot backward through {op.label()}: its saved buffers were "
-                               "freed by a training backward (leaves_only=True); rebuild the graph "
-                               "(run forward again), or pass retain_graph=True to that backward() call.")
+            raise RuntimeError(f"backward: cannot go through {op.label()} again: a training backward "
+                               "(leaves_only=True) freed its saved buffers as it went; run forward again"
+                               + ("" if store is not None else ", or pass retain_graph=True to that first backward() call"))
         if op.used and store is None:
             raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, but the "
                                "first backward used up its graph (PyTorch has freed its saved buffers by then). "

@@ -145,10 +145,11 @@ def _values(g):
 # ----------------------------------------------------------------------------- the op's symbols
 # op -> (its inputs, its output), in the letters its docstring writes its rule with
 SYMBOLS = {
-    "Add": ("ab", "y"), "Sub": ("ab", "y"), "Mul": ("ab", "y"), "Div": ("ab", "y"),
-    "MatMul": ("AB", "Y"), "Where": (("cond", "a", "b"), "y"), "MaskedFill": (("x", "mask"), "y"),
-    "LayerNorm": ("xwb", "y"), "Linear": ("xWb", "y"), "Embedding": (("W", "ids"), "y"),
-    "CrossEntropy": ("zt", "loss"), "AttentionWeights": ("qk", "W"), "SelfAttention": (("qkv",), "y"),
+    "Add": (("a", "b"), "y"), "Sub": (("a", "b"), "y"), "Mul": (("a", "b"), "y"), "Div": (("a", "b"), "y"),
+    "MatMul": (("A", "B"), "Y"), "Where": (("cond", "a", "b"), "y"), "MaskedFill": (("x", "mask"), "y"),
+    "LayerNorm": (("x", "w", "b"), "y"), "Linear": (("x", "W", "b"), "y"), "Embedding": (("W",), "y"),
+    "CrossEntropy": (("z",), "loss"), "AttentionWeights": (("q", "k"), "W"),
+    "SelfAttention": (("qkv",), "y"),
 }
 
 
@@ -159,12 +160,13 @@ def symbols(op):
     if op.name in ("Concat", "Stack"):
         return [f"x_{j + 1}" for j in range(n)], "y"
     ins, out = SYMBOLS.get(op.name, (("x",), "y"))
-    ins = list(ins)[:n]
+    ins = list(ins[:n])
     return ins + [f"in{j}" for j in range(len(ins), n)], out
 
 
-# op -> per input: (its rule, the same with numbers in). Placeholders: g = dL/dy, y the output,
-# the input symbols, p the exponent; a trailing _ puts a negative number in parentheses.
+# op -> per input: (its rule, the same with numbers in), for ops whose output is y. Placeholders:
+# g = dL/dy, y, the input symbols, p the exponent; a trailing _ puts a negative number in
+# parentheses, as a base of ^ or after a unary minus needs.
 PLUGGED = {
     "Add": [("dL/dy", "{g}"), ("dL/dy", "{g}")],
     "Sub": [("dL/dy", "{g}"), ("-dL/dy", "-{g_}")],
@@ -190,7 +192,7 @@ def plugged(step):
     rules = PLUGGED.get(op.name)
     if rules is None or out.size != 1 or any(p.size != 1 for p in op.parents):
         return []
-    ins, y_sym = symbols(op)
+    ins, _ = symbols(op)
     vals = {sym: p.numpy().item() for sym, p in zip(ins, op.parents)}
     vals.update(g=step.grad_out.item(), y=out.numpy().item())
     if op.name == "Pow":
@@ -202,7 +204,6 @@ def plugged(step):
     lines = []
     for sym, (p, pg), (rule, numbers) in zip(ins, step.parent_grads, rules):
         if pg is not None:
-            rule = rule.replace("dL/dy", f"dL/d{y_sym}")
             numbers, result = numbers.format(**text), _num(pg.item())
             lines.append(f"dL/d{sym} = {rule} = {numbers}" + (f" = {result}" if numbers != result else ""))
     return lines
