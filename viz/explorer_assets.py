@@ -346,19 +346,22 @@ JS = r"""
       to[i].removeAttribute("class");
       to[i].setAttribute("class", "node");
     }
-    var vb = copy.viewBox.baseVal, pad = 22;
-    copy.setAttribute("viewBox", [vb.x, vb.y - pad, vb.width, vb.height + pad].join(" "));
-    copy.setAttribute("height", (parseFloat(copy.getAttribute("height")) + pad) + "pt");
-    var s = steps[cur], cap = document.createElementNS(svg.namespaceURI, "text");
-    cap.setAttribute("x", String(vb.x + 6)); cap.setAttribute("y", String(vb.y - 7));
-    cap.setAttribute("font-family", "Helvetica, Arial, sans-serif"); cap.setAttribute("font-size", "13");
-    cap.textContent = s ? "backward step " + (cur + 1) + "/" + steps.length + ": " + s.label +
+    // a caption band above the graph: grow the viewBox up (and right, for a long caption)
+    var s = steps[cur], text = s ? "backward step " + (cur + 1) + "/" + steps.length + ": " + s.label +
       "   (red: current op, green: done)" : document.title;
-    var bg = document.createElementNS(svg.namespaceURI, "rect");
-    ["x", "y", "width", "height"].forEach(function (k, j) {
-      bg.setAttribute(k, String([vb.x, vb.y - pad, vb.width, pad][j]));
+    var live = copy.viewBox.baseVal, pad = 22;       // live: read its numbers before changing it
+    var x = live.x, y = live.y - pad, w = Math.max(live.width, 7 * text.length + 12), h = live.height + pad;
+    ["width", "height"].forEach(function (k) {      // the size attributes keep their unit (pt)
+      var old = copy.getAttribute(k), unit = old.replace(/^[0-9.]+/, "");
+      var grown = parseFloat(old) * (k === "width" ? w / live.width : h / live.height);
+      copy.setAttribute(k, grown.toFixed(2) + unit);
     });
-    bg.setAttribute("fill", "white");
+    copy.setAttribute("viewBox", [x, y, w, h].join(" "));
+    var bg = document.createElementNS(svg.namespaceURI, "rect"), cap = document.createElementNS(svg.namespaceURI, "text");
+    [["x", x], ["y", y], ["width", w], ["height", h], ["fill", "white"]].forEach(function (kv) { bg.setAttribute(kv[0], String(kv[1])); });
+    [["x", x + 6], ["y", y + pad - 7], ["font-family", "Helvetica, Arial, sans-serif"], ["font-size", "13"]]
+      .forEach(function (kv) { cap.setAttribute(kv[0], String(kv[1])); });
+    cap.textContent = text;
     copy.insertBefore(cap, copy.firstChild);
     copy.insertBefore(bg, cap);
     return new XMLSerializer().serializeToString(copy) + "\n";       // UTF-8: no prolog needed
