@@ -436,3 +436,18 @@ def test_small_tensors_are_heatmaps_with_values_on_hover(browser, tmp_path):
     assert [c.get_attribute("title") for c in cells[:2]] == [f"[0, 0] = {values[0]:.4g}", f"[0, 1] = {values[1]:.4g}"]
     colours = {c.value_of_css_property("background-color") for c in cells}
     assert len(colours) > 8                                  # a colour scale, not one flat colour
+
+
+def test_the_inline_iframe_runs_the_explorer(browser, tmp_path):
+    page = explore(model(names=(XSS, "W")), tmp_path / "bp.html")
+    notebook = tmp_path / "cell.html"                    # what Jupyter puts into an output cell
+    notebook.write_text(f"<!DOCTYPE html><html><body>{page._repr_html_()}</body></html>", encoding="utf-8")
+    browser.get(notebook.as_uri())
+    browser.switch_to.frame(browser.find_element("css selector", "iframe"))
+    try:
+        assert by_id(browser, "step-index").text == "1"
+        by_id(browser, "next").click()
+        assert by_id(browser, "step-index").text == "2" and len(highlighted(browser)) == 1
+        assert browser.execute_script("return window.__xss === undefined")
+    finally:
+        browser.switch_to.default_content()
