@@ -238,6 +238,8 @@ def test_scalar_ops_print_the_rule_with_the_numbers_plugged_in(name):
             expr = parts[-2].replace("^", "**").replace("exp", "math.exp")
             assert math.isclose(eval(expr, {"math": math}), g.item(), rel_tol=2e-3, abs_tol=1e-9), eq
     assert "0.25" in eqs[0]
+    if name == "Pow":
+        assert "y = the output tensor (),  p = 3" in text
 
 
 def test_mul_prints_the_example_from_the_issue():

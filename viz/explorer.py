@@ -13,6 +13,7 @@ The backward pass is replayed (`trace_backward`), so `explore` works before or a
 """
 import html
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -38,10 +39,7 @@ def listable(shape):
     shape = list(shape)
     while shape and shape[0] == 1:
         shape.pop(0)
-    size = 1
-    for n in shape:
-        size *= n
-    return size <= CAP and all(n <= SIDE for n in shape[-2:])
+    return math.prod(shape) <= CAP and all(n <= SIDE for n in shape[-2:])
 
 
 class _Encoder:

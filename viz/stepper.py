@@ -236,6 +236,8 @@ def format_step(step, total=None):
     lines.append(f"  rule: {rule}")
     where = [f"{sym} = input {j} {_tname(p)} {tuple(p.shape)}" for j, (sym, p) in enumerate(zip(ins, step.op.parents))]
     where.append(f"{y} = the output {_tname(out)} {tuple(out.shape)}")
+    if step.op.name == "Pow":
+        where.append(f"p = {_num(step.op.args['exponent'])}")
     lines.append("  where " + ",  ".join(where))
     head, rows = _values(step.grad_out)
     lines += [f"  grad arriving  dL/d{y} {tuple(step.grad_out.shape)}{head}", f"    {_arrivals(step, y)}"] + rows
