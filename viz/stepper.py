@@ -2,9 +2,9 @@
 
 `trace_backward(loss)` runs backward by draining the engine's `backward_steps` generator (the
 same loop `Tensor.backward` drains) and keeps a record of each step: which op, the gradient
-that arrived at its output (and which later ops sent it), what it sent to each input, and its
-local rule. It replays into its own store: no tensor's `.grad` changes, and it works whether
-or not `loss.backward()` has already run.
+that arrived at its output (and which earlier steps sent it), what it sent to each input,
+and its local rule. It replays into its own store: no tensor's `.grad` changes, and it works
+whether or not `loss.backward()` has already run.
 
 `format_step` prints a step for the terminal. A rule is written in the op's own symbols (the
 ones its docstring uses: `a, b -> y` for Mul, `A, B -> Y` for MatMul, `x -> y` for Tanh), and
