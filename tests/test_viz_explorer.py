@@ -148,6 +148,19 @@ def test_page_reaches_no_network(tmp_path):
     assert "fetch(" not in text and "XMLHttpRequest" not in text and "import(" not in text
 
 
+def test_collapse_and_rankdir_reach_the_plan_and_the_drawing(tmp_path, monkeypatch):
+    import viz.explorer as explorer_module
+    seen = []
+    real_plan, real_draw = explorer_module.GraphPlan, explorer_module.draw_graph
+    monkeypatch.setattr(explorer_module, "GraphPlan", lambda root, collapse=None: seen.append(
+        ("plan", collapse)) or real_plan(root, collapse))
+    monkeypatch.setattr(explorer_module, "draw_graph", lambda root, **kw: seen.append(
+        ("draw", kw["collapse"], kw["rankdir"])) or real_draw(root, **kw))
+    explore(model(), tmp_path / "a.html")
+    explore(model(), tmp_path / "b.html", collapse="attn", rankdir="LR")     # "repeats" goes the same way
+    assert seen == [("plan", None), ("draw", None, "TB"), ("plan", "attn"), ("draw", "attn", "LR")]
+
+
 def test_only_tensors_up_to_32_by_32_are_listed(tmp_path):
     x = Tensor(np.ones((1, 32, 32)), requires_grad=True, name="fits")
     y = Tensor(np.ones((33, 2)), requires_grad=True, name="too_long")
@@ -353,6 +366,14 @@ def test_wheel_zooms_around_the_cursor_and_buttons_zoom_and_fit(browser, tmp_pat
     assert scale(browser) == pytest.approx(s2 / 1.25, rel=1e-3)
     by_id(browser, "fit").click()
     assert inside(rect(browser, browser.find_element("css selector", "#graph svg")), pane_rect(browser))
+    from selenium.webdriver.common.keys import Keys
+    fitted = scale(browser)
+    ActionChains(browser).send_keys("+").perform()
+    assert scale(browser) == pytest.approx(fitted * 1.25, rel=1e-3)
+    ActionChains(browser).send_keys("-").send_keys("-").perform()
+    assert scale(browser) == pytest.approx(fitted / 1.25, rel=1e-3)
+    ActionChains(browser).send_keys("0").perform()
+    assert scale(browser) == pytest.approx(fitted, rel=1e-3)
 
 
 def test_drag_pans_the_graph(browser, tmp_path):
