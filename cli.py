@@ -431,7 +431,7 @@ def step_cmd(preset, show_all, out_dir, collapse, rankdir, seed):
                 interactive = False
             elif line.strip().lower() in ("q", "quit"):
                 return
-    click.echo("\ndone: every tensor now holds its .grad, as after loss.backward()")
+    click.echo("\ndone: that was a replay; no tensor's .grad was changed (loss.backward() fills them)")
 
 
 @main.command("explore", epilog="""\b

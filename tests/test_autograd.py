@@ -93,6 +93,35 @@ def test_second_backward_without_retain_graph_raises():
         y.backward()
 
 
+def test_plain_backward_keeps_the_saved_buffers_for_a_replay():
+    from tinygrad_tx.autograd import backward_steps
+    x = f64([1.0, 2.0])
+    h = x.exp()
+    y = (h * h).sum()
+    y.backward()
+    assert h.op.saved and h.op.used and not h.op.freed          # used up, but not freed
+    grads = {id(t): t.grad for t in (x, h, y)}
+    store = {}
+    replayed = [op.name for _, _, op, _ in backward_steps(y, np.ones(()), store=store)]
+    assert replayed == ["Sum", "Mul", "Exp"]
+    assert all(t.grad is grads[id(t)] for t in (x, h, y))      # the replay wrote into its store
+    np.testing.assert_array_equal(store[id(x)], x.grad)
+    np.testing.assert_array_equal(store[id(h)], h.grad)
+    with pytest.raises(RuntimeError, match=r"(?i)second time.*retain_graph"):
+        y.backward()                                            # a replay does not reopen the graph
+
+
+def test_training_backward_frees_the_saved_buffers():
+    from tinygrad_tx.autograd import backward_steps
+    x = f64([1.0, 2.0])
+    h = x.exp()
+    y = (h * h).sum()
+    y.backward(leaves_only=True)
+    assert h.op.saved == () and h.op.freed and h.op.parents == ()
+    with pytest.raises(RuntimeError, match=r"leaves_only=True\) freed its saved buffers as it went; run forward again$"):
+        list(backward_steps(y, np.ones(()), store={}))
+
+
 def test_retain_graph_allows_second_backward_and_accumulates():
     x = f64([1.0, 2.0])
     y = (x * x).sum()

@@ -99,7 +99,8 @@ class Function:
         self.xp = xp                    # the array module (numpy or cupy)
         self.args = {}                  # non-tensor arguments (axis, exponent, ...)
         self.saved = ()
-        self.freed = False
+        self.used = False               # a backward without retain_graph went through it
+        self.freed = False              # its saved buffers were released (training backward)
 
     @property
     def name(self):
@@ -205,9 +206,15 @@ def toposort(root, every_tensor=False):
     return order
 
 
-def backward_steps(root, grad, retain_graph=False, leaves_only=False):
+def backward_steps(root, grad, retain_graph=False, leaves_only=False, store=None):
     """Run backward from `root`, yielding (tensor, grad_out, op, parent_grads) per op node in
-    reverse topological order. `Tensor.backward` drains this; the viz stepper records it."""
+    reverse topological order. `Tensor.backward` drains this; the viz stepper records it.
+
+    store: a dict to replay into (the viz stepper's): each tensor's gradient goes to
+    store[id(tensor)] instead of `.grad`, and the graph is left as it was, so a replay never
+    changes `.grad` and works before or after `loss.backward()`. Without it a backward marks
+    its graph as used (a second one needs retain_graph=True, as in PyTorch) but keeps the saved
+    buffers for a replay; the training backward (leaves_only) frees them as it goes."""
     order = toposort(root)
     pending = {id(root): grad}                  # gradient flowing into each tensor, summed
     while order:
@@ -215,14 +222,20 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False):
         g = pending.pop(id(node), None)
         if g is None:
             continue
-        if node.op is None or not leaves_only:
+        if store is not None:
+            store[id(node)] = g                 # a replay: record, leave .grad alone
+        elif node.op is None or not leaves_only:
             node.grad = g if node.grad is None else node.grad + g     # accumulate, never assign over
         op = node.op
         if op is None:
             continue
         if op.freed:
-            raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, "
-                               "but its saved buffers were freed after the first backward. "
+            raise RuntimeError(f"backward: cannot go through {op.label()} again: a training backward "
+                               "(leaves_only=True) freed its saved buffers as it went; run forward again"
+                               + ("" if store is not None else ", or pass retain_graph=True to that first backward() call"))
+        if op.used and store is None:
+            raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, but the "
+                               "first backward used up its graph (PyTorch has freed its saved buffers by then). "
                                "Pass retain_graph=True to the first backward() call.")
         grads = op.backward(g)
         if not isinstance(grads, tuple):
@@ -246,9 +259,11 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False):
             pending[id(parent)] = pg if prev is None else prev + pg    # reuse: gradients add
             parent_grads.append(pg)
         yield node, g, op, tuple(parent_grads)
-        if not retain_graph:
-            op.saved, op.freed = (), True
-            if leaves_only:
-                # training: drop this node's graph edges too (as PyTorch frees its graph), so an
-                # activation is freed as soon as backward is past it, unless user code holds it
-                op.parents = ()
+        if store is not None or retain_graph:
+            continue
+        op.used = True
+        if leaves_only:
+            # training: free the saved buffers and drop this node's graph edges too (as PyTorch
+            # frees its graph), so an activation is freed as soon as backward is past it, unless
+            # user code holds it
+            op.saved, op.parents, op.freed = (), (), True

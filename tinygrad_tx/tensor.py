@@ -129,8 +129,10 @@ class Tensor:
         """Backpropagate from this tensor: every tensor in its graph that requires grad gets
         (accumulates into) `.grad`. `leaves_only=True` is the training mode: `.grad` on leaves
         only, and the graph is released as backward walks it (intermediate values are freed
-        early unless your code holds them), for speed and memory. `retain_graph=True` keeps
-        saved buffers (and the graph) for a second backward."""
+        early unless your code holds them), for speed and memory. Like PyTorch, a second
+        backward through the same graph needs `retain_graph=True` on the first one (without it
+        the saved buffers are still kept, outside training, so a replay with
+        `backward_steps(..., store={})` can walk the graph again)."""
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no graph was recorded: "
                                "were its inputs created with requires_grad=True, outside no_grad()?)")

@@ -3,11 +3,18 @@
 The page holds the graph's SVG (drawn without values: the side panel shows them, as they stand
 at the current step), a JSON record of every node and every backward step, and a small script
 (no network, no external files). Prev/Next (or the arrow keys) move through the steps; the
-current op is outlined in red, finished ops turn green, and clicking a node shows its value
-and its gradient at that step ("not computed yet" before any has arrived).
+current op is outlined in red, finished ops turn green (a legend on the page says so), and
+clicking a node shows its value and its gradient at that step ("not computed yet" before any
+has arrived). The graph pans (drag) and zooms (wheel, +/-, fit), follows the current op, and
+exports the current step as SVG or PNG. Tensors of up to 32 x 32 are heatmaps.
+
+The backward pass is replayed (`trace_backward`), so `explore` works before or after
+`loss.backward()` and leaves every `.grad` as it was.
 """
 import html
 import json
+import math
+import os
 import re
 from pathlib import Path
 
@@ -16,13 +23,24 @@ import numpy as np
 from tinygrad_tx import backend
 
 from .explorer_assets import CSS, JS
-from .graph import GraphPlan, draw_graph
+from .graph import BOX_FILL, HEAD_CONST, HEAD_INNER, HEAD_PARAM, OP_BORDER, OP_FILL, GraphPlan, draw_graph
 from .labels import label_of
 from .render import svg_text
 from .stepper import trace_backward
 
-CAP = 4096              # arrays with more elements are summarised by their statistics
+SIDE = 32               # a tensor is listed (as a heatmap) when each of its last two axes is at
+CAP = SIDE * SIDE       # most 32 long and it has at most 32 x 32 numbers; else its statistics
 BUDGET = 2_000_000      # numbers in the whole page; past it, arrays are summarised too
+
+
+def listable(shape):
+    """True when an array of this shape is shown number by number: after dropping leading axes
+    of length 1, a scalar, a row of at most 32, a matrix of at most 32 x 32, or a stack of such
+    matrices with at most 32 x 32 numbers in all."""
+    shape = list(shape)
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    return math.prod(shape) <= CAP and all(n <= SIDE for n in shape[-2:])
 
 
 class _Encoder:
@@ -35,7 +53,7 @@ class _Encoder:
     def __call__(self, arr):
         a = backend.to_numpy(arr)
         out = {"shape": list(a.shape), "dtype": str(a.dtype)}
-        if a.size <= CAP and a.size <= self.budget:
+        if listable(a.shape) and a.size <= self.budget:
             self.budget -= a.size
             flat = a.reshape(-1)
             if a.dtype == bool:
@@ -107,7 +125,8 @@ def page_data(loss, steps, plan):
             sent.append(entry)
         out_steps.append({"index": s.index, "op": f"op{k}", "out": f"t{k}", "label": s.label, "rule": s.rule,
                           "drawn": plan.op_node(k), "out_drawn": plan.tensor_node(k),
-                          "grad_out": enc(s.grad_out), "sent": sent})
+                          "grad_out": enc(s.grad_out), "sent": sent,
+                          "from": [{"step": i, "op": name} for i, name, _ in s.arrived_from]})
     return {"nodes": nodes, "drawn": drawn, "steps": out_steps}
 
 
@@ -128,15 +147,67 @@ def _svg_body(svg):
     return body
 
 
-def explore(loss, path, title=None, collapse=None, max_nodes=300, rankdir="LR"):
-    """Run backward from `loss` (it must not have been backpropagated yet) step by step, and
-    write the explorer page to `path` (.html). Returns the path."""
+class Explorer(os.PathLike):
+    """What `explore` returns: the written page. `.path` is its Path; it also stands for that
+    path (str(), open(), os.fspath(), and Path's methods such as .read_text() or .exists()), and
+    Jupyter shows it inline through `_repr_html_`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __getattr__(self, attr):            # only reached for names Explorer lacks: Path's API
+        if attr == "path":
+            raise AttributeError(attr)
+        return getattr(self.path, attr)
+
+    def __fspath__(self):
+        return str(self.path)
+
+    def __str__(self):
+        return str(self.path)
+
+    def __repr__(self):
+        return f"Explorer({str(self.path)!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, (Explorer, str, os.PathLike)) and Path(other) == self.path
+
+    def __hash__(self):
+        return hash(self.path)
+
+    def _repr_html_(self, height=720):
+        """The page inside an iframe (srcdoc: no file or server needed), in a sandbox that may
+        run its script and save its downloads but not reach the notebook."""
+        page = html.escape(self.path.read_text(encoding="utf-8"), quote=True)
+        return (f'<iframe srcdoc="{page}" sandbox="allow-scripts allow-downloads" '
+                f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd"></iframe>')
+
+
+def _legend():
+    """What the outlines and fills mean, as HTML swatches (the page's CSS draws the states)."""
+    kinds = [(HEAD_PARAM, "#999", "leaf needing a gradient"), (HEAD_INNER, "#999", "tensor made by an op"),
+             (HEAD_CONST, "#999", "constant (no gradient)"), (OP_FILL, OP_BORDER, "op"),
+             (BOX_FILL, "#7d5a99", "collapsed module")]
+    states = [("current", "current op"), ("current-out", "its output: the gradient arriving"),
+              ("done", "op done by backward"), ("has-grad", "tensor holding a gradient"),
+              ("selected", "selected (click a node)")]
+    cells = [f'<span class="key"><span class="swatch" style="background: {fill}; border-color: {line}"></span>'
+             f'{text}</span>' for fill, line, text in kinds]
+    cells += [f'<span class="key"><span class="swatch {cls}"></span>{text}</span>' for cls, text in states]
+    return "".join(cells)
+
+
+def explore(loss, path, title=None, collapse=None, max_nodes=300, rankdir="TB"):
+    """Replay backward from `loss` step by step (whether or not `loss.backward()` has run; no
+    `.grad` changes) and write the explorer page to `path` (.html). collapse: as in
+    draw_graph (a scope name, a list of names, a depth, or "repeats"). Returns an Explorer
+    (`.path`, and shown inline in Jupyter)."""
     path = Path(path)
     steps = trace_backward(loss)
     plan = GraphPlan(loss, collapse)
     title = title or f"backward pass: {len(steps)} steps"
     svg = _svg_body(svg_text(draw_graph(loss, rankdir=rankdir, show_values=False, collapse=collapse,
-                                        max_nodes=max_nodes, legend=True)))
+                                        max_nodes=max_nodes, legend=False)))
     data = page_data(loss, steps, plan)
     t = html.escape(title)
     page = f"""<!DOCTYPE html>
@@ -151,16 +222,27 @@ def explore(loss, path, title=None, collapse=None, max_nodes=300, rankdir="LR"):
 <header>
   <h1>{t}</h1>
   <div id="controls">
-    <button id="prev" type="button">&#9664; Prev</button>
-    <button id="next" type="button">Next &#9654;</button>
-    <button id="fit" type="button">fit to width</button>
+    <button id="prev" type="button" title="previous step (left arrow)">&#9664; Prev</button>
+    <button id="next" type="button" title="next step (right arrow)">Next &#9654;</button>
     <span id="status">step <span id="step-index" data-step="0">0</span> of {len(steps)}:
       <span id="op-label"></span></span>
-    <span class="hint">arrow keys step; click any node to inspect it</span>
+    <span class="group">
+      <button id="zoom-out" type="button" title="zoom out (-)">&minus;</button>
+      <span id="zoom-level">100%</span>
+      <button id="zoom-in" type="button" title="zoom in (+)">+</button>
+      <button id="fit" type="button" title="the whole graph in view (0)">fit</button>
+    </span>
+    <span class="group">
+      <button id="save-svg" type="button" title="the graph as it stands at this step">download this step as SVG</button>
+      <button id="save-png" type="button">as PNG</button>
+      <a id="download" hidden></a>
+    </span>
+    <span class="hint">arrows step; wheel zooms, drag pans; click a node to inspect it</span>
   </div>
+  <div id="legend">{_legend()}</div>
 </header>
 <main>
-  <div id="graph">{svg}</div>
+  <div id="graph"><div id="canvas">{svg}</div></div>
   <aside>
     <h2>Local rule of the current op</h2>
     <pre id="rule"></pre>
@@ -179,4 +261,4 @@ def explore(loss, path, title=None, collapse=None, max_nodes=300, rankdir="LR"):
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
-    return path
+    return Explorer(path)

@@ -6,17 +6,29 @@ user strings into the page through `textContent`, never as HTML.
 
 CSS = r"""
 * { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; }
-header { padding: 8px 14px; border-bottom: 1px solid #ddd; background: #fafbfc; position: sticky; top: 0; z-index: 2; }
+html, body { height: 100%; }
+body { margin: 0; display: flex; flex-direction: column; font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; }
+header { flex: 0 0 auto; padding: 8px 14px; border-bottom: 1px solid #ddd; background: #fafbfc; }
 header h1 { font-size: 17px; margin: 0 0 6px 0; }
 #controls { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; }
-#controls button { font-size: 14px; padding: 3px 12px; cursor: pointer; }
+#controls button { font-size: 14px; padding: 3px 10px; cursor: pointer; }
+#controls .group { display: inline-flex; gap: 4px; align-items: center; }
 #controls .hint { color: #777; font-size: 12px; }
+#zoom-level { min-width: 3.2em; text-align: center; font-size: 12px; color: #555; }
 #op-label { font-family: Menlo, Consolas, monospace; font-weight: 600; }
-main { display: flex; align-items: flex-start; }
-#graph { flex: 1 1 auto; overflow: auto; max-height: calc(100vh - 80px); padding: 6px; }
-#graph svg { max-width: none; height: auto; }
-#graph.fit svg { width: 100%; }
+#legend { display: flex; flex-wrap: wrap; gap: 3px 14px; margin-top: 6px; font-size: 12px; color: #444; }
+#legend .key { display: inline-flex; align-items: center; gap: 5px; }
+#legend .swatch { display: inline-block; width: 22px; height: 13px; border: 1.5px solid #999; border-radius: 3px; background: #fff; }
+#legend .swatch.current { border: 3px solid #d62728; background: #ffd9d9; }
+#legend .swatch.current-out { border: 3px solid #d62728; background: #e3ecfa; }
+#legend .swatch.done { border-color: #4a6fa5; background: #d9f0d3; }
+#legend .swatch.has-grad { border: 2px solid #e6958c; background: #e3ecfa; }
+#legend .swatch.selected { border: 3px dashed #1f77b4; }
+main { flex: 1 1 auto; min-height: 0; display: flex; }
+#graph { flex: 1 1 auto; min-width: 0; overflow: auto; position: relative; cursor: grab; background: #fff; }
+#graph.dragging { cursor: grabbing; user-select: none; }
+#canvas { width: max-content; margin: 0 auto; padding: 10px; }
+#canvas svg { display: block; max-width: none; }
 #graph g.node { cursor: pointer; }
 #graph g.node.current polygon, #graph g.node.current path, #graph g.node.current ellipse
   { stroke: #d62728 !important; stroke-width: 4px; }
@@ -26,7 +38,7 @@ main { display: flex; align-items: flex-start; }
 #graph g.node.has-grad > polygon:last-of-type { stroke: #e6958c; stroke-width: 2px; }
 #graph g.node.selected polygon, #graph g.node.selected path, #graph g.node.selected ellipse
   { stroke: #1f77b4 !important; stroke-width: 3px; stroke-dasharray: 5 2; }
-aside { flex: 0 0 430px; max-height: calc(100vh - 80px); overflow: auto; border-left: 1px solid #ddd; padding: 8px 12px; }
+aside { flex: 0 0 430px; overflow: auto; border-left: 1px solid #ddd; padding: 8px 12px; }
 aside h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: #555; margin: 14px 0 4px; }
 #rule { white-space: pre-wrap; background: #f5f7fa; padding: 6px 8px; border-radius: 4px; margin: 0;
         font: 12px/1.45 Menlo, Consolas, monospace; }
@@ -38,7 +50,11 @@ aside h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; co
 table.numbers, table.heatmap { border-collapse: collapse; font: 11px Menlo, Consolas, monospace; margin: 2px 0 6px; }
 table.numbers td, table.numbers th { border: 1px solid #ddd; padding: 1px 5px; text-align: right; }
 table.numbers th { background: #f3f3f3; color: #666; font-weight: normal; }
-table.heatmap td { border: 1px solid #fff; min-width: 14px; height: 14px; padding: 0 3px; text-align: right; }
+table.heatmap td { border: 1px solid #fff; min-width: 12px; height: 13px; padding: 0 3px; text-align: right; }
+table.heatmap td:hover { outline: 2px solid #333; }
+.scale { font-size: 11px; color: #666; }
+.scale .bar { display: inline-block; width: 90px; height: 9px; vertical-align: middle; margin: 0 4px;
+              background: linear-gradient(to right, rgb(38,102,255), #fff, rgb(255,51,38)); border: 1px solid #ccc; }
 .stats { font: 12px Menlo, Consolas, monospace; }
 .array { overflow-x: auto; max-width: 100%; }
 table.numbers td, table.heatmap td { white-space: nowrap; }
@@ -51,12 +67,13 @@ JS = r"""
   var data = JSON.parse(document.getElementById("viz-data").textContent);
   var steps = data.steps, nodes = data.nodes, drawn = data.drawn;
   var cur = 0, selected = null;
+  var $ = function (id) { return document.getElementById(id); };
+  var pane = $("graph"), svg = pane.querySelector("svg");
   var svgNode = {};                       // drawn node id -> its <g class="node">
-  Array.prototype.forEach.call(document.querySelectorAll("#graph g.node"), function (g) {
+  Array.prototype.forEach.call(pane.querySelectorAll("g.node"), function (g) {
     var t = g.querySelector("title");
     if (t) svgNode[t.textContent.trim()] = g;
   });
-  var $ = function (id) { return document.getElementById(id); };
 
   function num(v) {
     if (typeof v !== "string") return v;
@@ -67,7 +84,7 @@ JS = r"""
     if (v === Infinity) return "inf";
     if (v === -Infinity) return "-inf";
     if (v !== v) return "nan";
-    if (v === 0) return "0";
+    if (v === 0) return "0";                       // -0 too
     var a = Math.abs(v);
     return (a >= 1e5 || a < 1e-3) ? v.toExponential(3) : String(+v.toPrecision(4));
   }
@@ -80,8 +97,9 @@ JS = r"""
   function shapeStr(s) { return "(" + s.join(", ") + (s.length === 1 ? "," : "") + ")"; }
   function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); return e; }
 
-  // ------------------------------------------------------------------ arrays
+  // ------------------------------------------------------------------ arrays as heatmaps
   function color(v, maxAbs, isBool) {
+    // diverging: blue below 0, white at 0, red above, scaled by the largest |value|
     v = num(v);
     if (isBool) return v ? "#444" : "#f4f4f4";
     if (v !== v) return "#ff00ff";
@@ -93,6 +111,25 @@ JS = r"""
     else { t = -t; r = Math.round(255 * (1 - 0.85 * t)); g = Math.round(255 * (1 - 0.6 * t)); b = 255; }
     return "rgb(" + r + "," + g + "," + b + ")";
   }
+  function heatmap(flat, offset, rows, cols, maxAbs, isBool, lead) {
+    var showText = cols <= 10;                     // wider rows: colours only, values on hover
+    var table = el("table", "heatmap");
+    for (var r = 0; r < rows; r++) {
+      var tr = el("tr");
+      for (var c = 0; c < cols; c++) {
+        var v = flat[offset + r * cols + c];
+        var td = el("td", "num cell", showText ? fmt(v) : "");
+        td.style.background = color(v, maxAbs, isBool);
+        var t = isBool ? 0 : Math.abs(num(v)) / (maxAbs || 1);
+        if (isBool ? num(v) : (t > 0.6 || !isFinite(num(v)))) td.style.color = "#fff";
+        td.setAttribute("data-v", String(v));
+        td.title = "[" + lead.concat(rows > 1 || lead.length ? [r] : []).concat([c]).join(", ") + "] = " + fmt(v);
+        tr.appendChild(td);
+      }
+      table.appendChild(tr);
+    }
+    return table;
+  }
   function renderArray(enc) {
     var box = el("div", "array");
     box.appendChild(el("div", "meta", shapeStr(enc.shape) + " " + enc.dtype));
@@ -102,40 +139,29 @@ JS = r"""
       box.appendChild(el("div", "stats", text + "   (too large to list)"));
       return box;
     }
-    var flat = enc.flat, shape = enc.shape, isBool = enc.dtype === "bool";
-    if (shape.length >= 2) {
-      var cols = shape[shape.length - 1], rows = flat.length / Math.max(cols, 1);
-      var maxAbs = 0;
-      flat.forEach(function (v) { v = Math.abs(num(v)); if (isFinite(v) && v > maxAbs) maxAbs = v; });
-      var showText = cols <= 10 && rows <= 32;
-      var table = el("table", "heatmap");
-      for (var r = 0; r < rows; r++) {
-        var tr = el("tr");
-        for (var c = 0; c < cols; c++) {
-          var v = flat[r * cols + c];
-          var td = el("td", "num cell", showText ? fmt(v) : "");
-          td.style.background = color(v, maxAbs, isBool);
-          var t = isBool ? 0 : Math.abs(num(v)) / (maxAbs || 1);
-          if (isBool ? num(v) : (t > 0.6 || !isFinite(num(v)))) td.style.color = "#fff";
-          td.setAttribute("data-v", String(v));
-          td.title = "[" + r + ", " + c + "] = " + fmt(v);
-          tr.appendChild(td);
-        }
-        table.appendChild(tr);
-      }
-      if (shape.length > 2) box.appendChild(el("div", "meta", "rows: the first " + (shape.length - 1) + " axes flattened"));
-      box.appendChild(table);
-    } else {
-      var nt = el("table", "numbers");
-      var head = el("tr"), body = el("tr");
-      flat.forEach(function (v, i) {
-        head.appendChild(el("th", null, shape.length ? String(i) : "value"));
-        var td = el("td", "num", fmt(v));
-        td.setAttribute("data-v", String(v));
-        body.appendChild(td);
-      });
-      nt.appendChild(head); nt.appendChild(body);
-      box.appendChild(nt);
+    var flat = enc.flat, shape = enc.shape.slice(), isBool = enc.dtype === "bool";
+    while (shape.length && shape[0] === 1) shape.shift();      // (1, 4, 4) is drawn as (4, 4)
+    if (!shape.length) {
+      var nt = el("table", "numbers"), tr = el("tr"), td = el("td", "num", fmt(flat[0]));
+      td.setAttribute("data-v", String(flat[0]));
+      tr.appendChild(td); nt.appendChild(tr); box.appendChild(nt);
+      return box;
+    }
+    var cols = shape[shape.length - 1], rows = shape.length > 1 ? shape[shape.length - 2] : 1;
+    var maxAbs = 0;
+    flat.forEach(function (v) { v = Math.abs(num(v)); if (isFinite(v) && v > maxAbs) maxAbs = v; });
+    var per = rows * cols, lead = shape.slice(0, -2);
+    for (var m = 0; m * per < flat.length; m++) {
+      var idx = [], rest = m;                      // the leading index of matrix m
+      for (var a = lead.length - 1; a >= 0; a--) { idx.unshift(rest % lead[a]); rest = Math.floor(rest / lead[a]); }
+      if (lead.length) box.appendChild(el("div", "meta", "[" + idx.concat([":", ":"]).join(", ") + "]"));
+      box.appendChild(heatmap(flat, m * per, rows, cols, maxAbs, isBool, idx));
+    }
+    if (!isBool) {
+      var sc = el("div", "scale", fmt(-maxAbs));
+      sc.appendChild(el("span", "bar"));
+      sc.appendChild(document.createTextNode(fmt(maxAbs) + "   (hover a cell for its value)"));
+      box.appendChild(sc);
     }
     return box;
   }
@@ -156,6 +182,11 @@ JS = r"""
     return g;
   }
   function tname(id) { var n = nodes[id]; return (n && n.name) || "tensor"; }
+  function arrivedFrom(s) {
+    if (!s.from.length) return "the seed: backward starts here";
+    var parts = s.from.map(function (f) { return "from " + f.op + " (step " + (f.step + 1) + ")"; });
+    return parts.length === 1 ? parts[0] : "sum of " + parts.length + " contributions: " + parts.join(" + ");
+  }
 
   // ------------------------------------------------------------------ panels
   function showNode(id) {
@@ -213,6 +244,7 @@ JS = r"""
     var gv = clear($("grad-view"));
     gv.setAttribute("data-tensor", s.out);
     gv.appendChild(el("div", "grad-title", "dL/d(" + tname(s.out) + ")  arriving at the output of " + s.label));
+    gv.appendChild(el("div", "meta", arrivedFrom(s)));
     gv.appendChild(renderArray(s.grad_out));
     var sv = clear($("sent-view"));
     s.sent.forEach(function (e, j) {
@@ -226,21 +258,155 @@ JS = r"""
     $("next").disabled = cur === steps.length - 1;
     mark();
     if (selected) showNode(selected);
-    var g = svgNode[s.drawn];
-    if (g && g.scrollIntoView && !$("graph").classList.contains("fit")) g.scrollIntoView({block: "nearest", inline: "center"});
+    follow(svgNode[s.drawn]);
   }
 
+  // ------------------------------------------------------------------ pan and zoom
+  // The SVG is resized (it stays sharp at any scale) and the pane scrolls: scale 1 is the
+  // layout's own size, 1pt = 1.33px.
+  var natW = svg ? svg.width.baseVal.value : 0, natH = svg ? svg.height.baseVal.value : 0;
+  var MIN_START = 0.6, MAX_START = 1.3;          // opening scale: fit the width, but legible
+  var scale = 1;
+  function clamp(v, lo, hi) { return Math.max(lo, Math.min(hi, v)); }
+  function setScale(s, cx, cy) {
+    // zoom to s keeping the point (cx, cy) of the pane (client coordinates) where it is
+    if (!svg) return;
+    s = clamp(s, 0.05, 8);
+    var p = pane.getBoundingClientRect();
+    if (cx === undefined) { cx = p.left + pane.clientWidth / 2; cy = p.top + pane.clientHeight / 2; }
+    var r = svg.getBoundingClientRect();
+    var gx = (cx - r.left) / scale, gy = (cy - r.top) / scale;   // that point in layout units
+    scale = s;
+    svg.style.width = (natW * s) + "px";
+    svg.style.height = (natH * s) + "px";
+    r = svg.getBoundingClientRect();
+    pane.scrollLeft += r.left + gx * s - cx;
+    pane.scrollTop += r.top + gy * s - cy;
+    pane.setAttribute("data-scale", s.toFixed(4));
+    $("zoom-level").textContent = Math.round(s * 100) + "%";
+  }
+  function paneSize() { return [Math.max(pane.clientWidth - 20, 50), Math.max(pane.clientHeight - 20, 50)]; }
+  function fitAll() {
+    var sz = paneSize();
+    setScale(Math.min(sz[0] / natW, sz[1] / natH));
+    pane.scrollLeft = 0; pane.scrollTop = 0;
+  }
+  function follow(g) {
+    // scroll the pane (only) so that g is in view, centred, when it is not already
+    if (!g) return;
+    var p = pane.getBoundingClientRect(), r = g.getBoundingClientRect(), m = 16;
+    var w = pane.clientWidth, h = pane.clientHeight;
+    if (r.left >= p.left + m && r.right <= p.left + w - m && r.top >= p.top + m && r.bottom <= p.top + h - m) return;
+    pane.scrollLeft += (r.left + r.right) / 2 - (p.left + w / 2);
+    pane.scrollTop += (r.top + r.bottom) / 2 - (p.top + h / 2);
+  }
+  pane.addEventListener("wheel", function (e) {
+    if (e.shiftKey || Math.abs(e.deltaX) > Math.abs(e.deltaY)) return;   // sideways: scroll
+    e.preventDefault();
+    var dy = e.deltaY * (e.deltaMode === 1 ? 40 : e.deltaMode === 2 ? 400 : 1);
+    setScale(scale * Math.exp(-dy * 0.0015), e.clientX, e.clientY);
+  }, {passive: false});
+  var drag = null, dragged = false;
+  pane.addEventListener("mousedown", function (e) {
+    if (e.button !== 0) return;
+    drag = {x: e.clientX, y: e.clientY, left: pane.scrollLeft, top: pane.scrollTop};
+    dragged = false;
+  });
+  window.addEventListener("mousemove", function (e) {
+    if (!drag) return;
+    var dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (!dragged && Math.abs(dx) + Math.abs(dy) < 4) return;    // a click, not a drag
+    dragged = true;
+    pane.classList.add("dragging");
+    pane.scrollLeft = drag.left - dx;
+    pane.scrollTop = drag.top - dy;
+    e.preventDefault();
+  });
+  window.addEventListener("mouseup", function () { drag = null; pane.classList.remove("dragging"); });
+  $("zoom-in").addEventListener("click", function () { setScale(scale * 1.25); });
+  $("zoom-out").addEventListener("click", function () { setScale(scale / 1.25); });
+  $("fit").addEventListener("click", fitAll);
+
+  // ------------------------------------------------------------------ export this step
+  var SHAPES = "polygon, path, ellipse, polyline, rect";
+  function stepSVG() {
+    // a copy of the SVG with the step's highlight styles written into each shape, at the
+    // layout's own size, with a caption naming the step
+    var copy = svg.cloneNode(true);
+    copy.removeAttribute("style");
+    var from = svg.querySelectorAll("g.node"), to = copy.querySelectorAll("g.node");
+    for (var i = 0; i < from.length; i++) {
+      var a = from[i].querySelectorAll(SHAPES), b = to[i].querySelectorAll(SHAPES);
+      for (var k = 0; k < a.length; k++) {
+        var cs = getComputedStyle(a[k]);
+        ["fill", "stroke", "stroke-width", "stroke-dasharray"].forEach(function (prop) {
+          b[k].style.setProperty(prop, cs.getPropertyValue(prop));
+        });
+      }
+      to[i].removeAttribute("class");
+      to[i].setAttribute("class", "node");
+    }
+    // a caption band above the graph: grow the viewBox up (and right, for a long caption)
+    var s = steps[cur], text = s ? "backward step " + (cur + 1) + "/" + steps.length + ": " + s.label +
+      "   (red: current op, green: done)" : document.title;
+    var live = copy.viewBox.baseVal, pad = 22;       // live: read its numbers before changing it
+    var x = live.x, y = live.y - pad, w = Math.max(live.width, 7 * text.length + 12), h = live.height + pad;
+    ["width", "height"].forEach(function (k) {      // the size attributes keep their unit (pt)
+      var old = copy.getAttribute(k), unit = old.replace(/^[0-9.]+/, "");
+      var grown = parseFloat(old) * (k === "width" ? w / live.width : h / live.height);
+      copy.setAttribute(k, grown.toFixed(2) + unit);
+    });
+    copy.setAttribute("viewBox", [x, y, w, h].join(" "));
+    var bg = document.createElementNS(svg.namespaceURI, "rect"), cap = document.createElementNS(svg.namespaceURI, "text");
+    [["x", x], ["y", y], ["width", w], ["height", h], ["fill", "white"]].forEach(function (kv) { bg.setAttribute(kv[0], String(kv[1])); });
+    [["x", x + 6], ["y", y + pad - 7], ["font-family", "Helvetica, Arial, sans-serif"], ["font-size", "13"]]
+      .forEach(function (kv) { cap.setAttribute(kv[0], String(kv[1])); });
+    cap.textContent = text;
+    copy.insertBefore(cap, copy.firstChild);
+    copy.insertBefore(bg, cap);
+    return new XMLSerializer().serializeToString(copy) + "\n";       // UTF-8: no prolog needed
+  }
+  function save(blob, ext) {
+    var a = $("download"), old = a.href;
+    a.href = URL.createObjectURL(blob);
+    a.download = "backward-step-" + (cur + 1) + "." + ext;
+    a.setAttribute("data-kind", ext);
+    a.click();
+    if (old && old.indexOf("blob:") === 0) URL.revokeObjectURL(old);
+  }
+  $("save-svg").addEventListener("click", function () {
+    save(new Blob([stepSVG()], {type: "image/svg+xml"}), "svg");
+  });
+  $("save-png").addEventListener("click", function () {
+    // the same SVG drawn onto a canvas at twice its size (a PNG for a blog post)
+    var text = stepSVG(), img = new Image();
+    img.onload = function () {
+      var k = Math.min(2, 12000 / Math.max(img.width, img.height));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.round(img.width * k); canvas.height = Math.round(img.height * k);
+      var ctx = canvas.getContext("2d");
+      ctx.fillStyle = "white"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+      canvas.toBlob(function (png) { save(png, "png"); }, "image/png");
+    };
+    img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(text);
+  });
+
+  // ------------------------------------------------------------------ keys and clicks
   $("next").addEventListener("click", function () { show(cur + 1); });
   $("prev").addEventListener("click", function () { show(cur - 1); });
-  $("fit").addEventListener("click", function () {
-    var on = $("graph").classList.toggle("fit");
-    $("fit").textContent = on ? "actual size" : "fit to width";
-  });
   document.addEventListener("keydown", function (e) {
-    if (e.key === "ArrowRight") { show(cur + 1); e.preventDefault(); }
-    else if (e.key === "ArrowLeft") { show(cur - 1); e.preventDefault(); }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "ArrowRight") show(cur + 1);
+    else if (e.key === "ArrowLeft") show(cur - 1);
+    else if (e.key === "+" || e.key === "=") setScale(scale * 1.25);
+    else if (e.key === "-" || e.key === "_") setScale(scale / 1.25);
+    else if (e.key === "0") fitAll();
+    else return;
+    e.preventDefault();
   });
-  $("graph").addEventListener("click", function (e) {
+  pane.addEventListener("click", function (e) {
+    if (dragged) { dragged = false; return; }      // the end of a pan, not a click
     var g = e.target.closest ? e.target.closest("g.node") : null;
     if (!g) return;
     var t = g.querySelector("title");
@@ -250,7 +416,12 @@ JS = r"""
     showNode(id);
     mark();
   });
+
+  // opening view: the graph as wide as the pane, but never so small it cannot be read
+  if (svg) setScale(clamp(paneSize()[0] / natW, MIN_START, MAX_START));
   if (steps.length) show(0);
   else $("rule").textContent = "This tensor was made by no op: there is nothing to backpropagate through.";
+  window.vizExplorer = {show: show, setScale: setScale, fit: fitAll, stepSVG: stepSVG,
+                        scale: function () { return scale; }};
 })();
 """
