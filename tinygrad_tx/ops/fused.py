@@ -209,7 +209,8 @@ class CrossEntropy(Function):
         logp_t = z[rows, safe] - xp.log(sums[:, 0])                         # (N,)
         n = int(valid.sum())
         self.save_for_backward(p, rows, safe, valid, n)
-        return -(logp_t * valid).sum(dtype=logits.dtype) / logits.dtype.type(n)
+        # where, not * valid: an ignored row adds 0 even if its logits are NaN (0 * NaN = NaN)
+        return -xp.where(valid, logp_t, 0).sum(dtype=logits.dtype) / logits.dtype.type(n)
 
     def backward(self, g):
         p, rows, safe, valid, n = self.saved
@@ -274,7 +275,8 @@ class Linear(Function):
     """y = x @ W + b (one node for nn.Linear);  dL/dx = dL/dy @ W^T,  dL/dW = x^T @ dL/dy
     (all rows of the batch folded into one GEMM),  dL/db = sum of dL/dy over the rows"""
     def forward(self, x, w, b):
-        rows = x.reshape(-1, x.shape[-1])                                     # (N, in)
+        dt = backend.result_type(x, w)                                        # as MatMul promotes
+        rows, w = x.reshape(-1, x.shape[-1]).astype(dt, copy=False), w.astype(dt, copy=False)   # (N, in)
         y = rows @ w                                                          # (N, out)
         y += b
         self.save_for_backward(rows, w, x.shape)

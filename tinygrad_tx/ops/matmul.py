@@ -1,5 +1,6 @@
 """Matrix multiply, with numpy's rules: 2-d, 1-d vectors, and batched n-d with broadcast batch
 dims. The batch-dim gradient sum is left to the backward driver's unbroadcast."""
+from .. import backend
 from ..autograd import Function
 
 
@@ -24,6 +25,8 @@ class MatMul(Function):
             self.xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
             raise ValueError(f"MatMul: batch dims do not broadcast: {tuple(a.shape)} @ {tuple(b.shape)}") from None
+        dt = backend.result_type(a, b)      # mixed dtypes promote as in + and * (torch would refuse)
+        a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
         self.save_for_backward(a, b)
         return _mm(a, b)
 

@@ -1,5 +1,8 @@
 """Selection ops: masked_fill and where. The boolean mask/condition is a parent tensor (so a
 graph shows it) but never receives a gradient."""
+import math
+
+from .. import backend
 from ..autograd import Function
 
 
@@ -18,6 +21,10 @@ class MaskedFill(Function):
             ok = False
         if not ok:
             raise ValueError(f"MaskedFill: mask of shape {tuple(mask.shape)} does not broadcast to x of shape {tuple(x.shape)}")
+        if x.dtype.kind in "iu":
+            info = self.xp.iinfo(x.dtype)       # torch refuses a value the dtype cannot hold (-inf)
+            if not (math.isfinite(value) and info.min <= value <= info.max):
+                raise ValueError(f"MaskedFill: value {value} cannot be converted to {x.dtype} without overflow")
         self.save_for_backward(mask)
         return self.xp.where(mask, value, x).astype(x.dtype, copy=False)
 
@@ -37,7 +44,8 @@ class Where(Function):
             raise ValueError(f"Where: cannot broadcast cond {tuple(cond.shape)}, a {tuple(a.shape)}, "
                              f"b {tuple(b.shape)}") from None
         self.save_for_backward(cond)
-        return self.xp.where(cond, a, b)
+        dt = backend.result_type(a, b)                  # torch's promotion of the two branches
+        return self.xp.where(cond, a.astype(dt, copy=False), b.astype(dt, copy=False))
 
     def backward(self, g):
         (cond,) = self.saved
