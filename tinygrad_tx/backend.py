@@ -222,10 +222,11 @@ def result_type(*arrays):
 def scalar_dtype(value, like):
     """The dtype a Python (or numpy) scalar takes beside a tensor of dtype `like`, as torch:
     the tensor's dtype, unless the scalar is of a higher kind: then the default float dtype
-    for a float, int64 for an int. None if `value` is not a scalar."""
+    for a float, int64 for an int. A bool stays bool (it never raises the result's kind, and
+    Sub must see it to refuse it). None if `value` is not a scalar."""
     if isinstance(value, (bool, numpy.bool_)):
-        kind, dt = 0, numpy.dtype(bool)
-    elif isinstance(value, (int, numpy.integer)):
+        return numpy.dtype(bool)
+    if isinstance(value, (int, numpy.integer)):
         kind, dt = 1, numpy.dtype(numpy.int64)
     elif isinstance(value, (float, numpy.floating)):
         kind, dt = 2, _default_dtype

@@ -40,9 +40,9 @@ class Add(Function):
 class Sub(Function):
     """y = a - b;  dL/da = dL/dy,  dL/db = -dL/dy"""
     def forward(self, a, b):
+        if a.dtype == bool or b.dtype == bool:
+            raise TypeError("Sub: subtraction with a bool tensor is not supported (as torch); use ^ or ~ for masks")
         a, b = _promote(self, a, b)
-        if a.dtype == bool:
-            raise TypeError("Sub: subtracting bool tensors is not supported (as torch); use ^ or cast to int")
         return a - b
 
     def backward(self, g):
@@ -123,6 +123,10 @@ def _power(xp, x, p):
         return x * x
     if p == 3:
         return x * x * x
+    if p == 0.5 and backend.is_float(x):            # as torch: sqrt, so sqrt(-0) = -0 and its slope -inf
+        return xp.sqrt(x)
+    if p == -0.5 and backend.is_float(x):
+        return 1 / xp.sqrt(x)
     return xp.power(x, xp.asarray(p, dtype=x.dtype)) if backend.is_float(x) else xp.power(x, p)
 
 
