@@ -207,6 +207,8 @@ class Tensor:
     def gelu(self, approximate="none"):
         """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
         "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation."""
+        if not backend.is_float(self.data):
+            raise TypeError(f"gelu: needs a float tensor (as torch), got dtype {self.dtype}")
         if approximate in ("none", "tanh") and is_fused():
             return fused.Gelu.apply(self, approximate=approximate)
         if approximate == "none":
@@ -237,8 +239,8 @@ class Tensor:
         changes nothing mathematically and keeps exp from overflowing. m is detached: the
         result does not depend on it, so no gradient needs to flow through it."""
         axis = self._softmax_axis(axis, "softmax")
-        if self.size == 0:
-            return self * 1.0         # nothing to normalise: torch returns the empty tensor as it is
+        if self.size == 0:            # nothing to normalise: torch returns the empty tensor as it is
+            return self.reshape(self.shape)
         if is_fused() and self.ndim:
             return fused.Softmax.apply(self, axis=axis)
         e = (self - self.max(axis=axis, keepdims=True).detach()).exp()
@@ -248,7 +250,7 @@ class Tensor:
         """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
         axis = self._softmax_axis(axis, "log_softmax")
         if self.size == 0:
-            return self * 1.0
+            return self.reshape(self.shape)
         if is_fused() and self.ndim:
             return fused.LogSoftmax.apply(self, axis=axis)
         z = self - self.max(axis=axis, keepdims=True).detach()
@@ -260,7 +262,7 @@ class Tensor:
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"{opname}: axis must be an int, got {axis!r}")
         normalize_axis(axis, self.shape, opname)
-        if not backend.is_float(self.data):
+        if not backend.is_float(self.data) and self.size:     # torch runs no kernel on an empty one
             raise TypeError(f"{opname}: needs a float tensor (as torch), got dtype {self.dtype}")
         return axis if self.ndim else ()
 

@@ -221,6 +221,8 @@ class Sigmoid(Function):
 class Relu(Function):
     """y = max(x, 0);  dL/dx = dL/dy * [x > 0]  (subgradient 0 at x = 0, as PyTorch)"""
     def forward(self, x):
+        if x.dtype == bool:
+            raise TypeError("Relu: bool inputs are not supported (as torch)")
         self.save_for_backward(x > 0)
         return self.xp.maximum(x, 0)
 

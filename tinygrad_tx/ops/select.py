@@ -15,12 +15,11 @@ class MaskedFill(Function):
     def forward(self, x, mask, value):
         if mask.dtype != bool:
             raise TypeError(f"MaskedFill: mask must be boolean, got {mask.dtype}")
-        try:
-            ok = self.xp.broadcast_shapes(x.shape, mask.shape) == tuple(x.shape)
+        try:                    # as torch's out-of-place masked_fill: x and mask broadcast together
+            self.xp.broadcast_shapes(x.shape, mask.shape)
         except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"MaskedFill: mask of shape {tuple(mask.shape)} does not broadcast to x of shape {tuple(x.shape)}")
+            raise ValueError(f"MaskedFill: mask of shape {tuple(mask.shape)} does not broadcast with x of shape "
+                             f"{tuple(x.shape)}") from None
         if x.dtype.kind in "iu":
             info = self.xp.iinfo(x.dtype)       # torch refuses a value the dtype cannot hold (-inf)
             if not (math.isfinite(value) and info.min <= value <= info.max):
