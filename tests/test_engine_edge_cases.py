@@ -559,3 +559,20 @@ def test_multi_head_attention_input_shape_mistakes_read_the_same_in_both_paths(s
     x = Tensor(normal(shape), requires_grad=True)
     kind, msg = _both_paths(lambda: mha(x))
     assert kind is ValueError and "MultiHeadAttention: x must be (B, T, C)" in msg
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 8), (0, 3, 8), (1, 1, 8)], ids=str)
+def test_fused_self_attention_on_empty_batches_equals_composed(shape):
+    from transformer.attention import MultiHeadAttention
+    results = []
+    for fused in (False, True):
+        backend.manual_seed(0)
+        mha = MultiHeadAttention(8, 2, causal=True).eval()
+        x = Tensor(normal(shape), requires_grad=True)
+        with fused_ops(fused):
+            y = mha(x)
+            (y * Tensor(normal(y.shape, seed=5))).sum().backward()
+        results.append((y.numpy(), x.grad, mha.c_attn.weight.grad))
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

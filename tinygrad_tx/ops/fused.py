@@ -190,7 +190,7 @@ class SelfAttention(Function):
         B, T, C3 = qkv.shape
         H = self.args["n_head"]
         _, k, v = split_qkv(qkv, H)
-        gy = g.reshape(B, T, H, -1).transpose(0, 2, 1, 3)                    # (B, H, T, hs)
+        gy = g.reshape(B, T, H, C3 // (3 * H)).transpose(0, 2, 1, 3)         # (B, H, T, hs)
         dqkv = xp.empty(qkv.shape, dtype=g.dtype)                            # (B, T, 3C)
         dq, dk, dv = split_qkv(dqkv, H)
         matmul_into(xp, w.swapaxes(-1, -2), gy, dv)
