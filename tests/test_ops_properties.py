@@ -282,3 +282,84 @@ def test_masked_fill(x_shape, dtype, seed, data, value):
     mask = np.asarray(np.random.default_rng(seed).random(m_shape) < 0.5)
     compare(lambda a: a.masked_fill(mask, value), lambda a: a.masked_fill(torch.from_numpy(mask), value),
             [make(x_shape, dtype, seed)])
+
+
+# ----------------------------------------------------------------------------- functional, both paths
+lead_shapes = hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3)
+
+
+@SETTINGS
+@given(lead=lead_shapes, n_in=st.integers(0, 3), n_out=st.integers(0, 3), bias=st.booleans(),
+       dtype=st.sampled_from(FLOATS), seed=seeds, fused=fused, wrong=st.booleans())
+def test_linear(lead, n_in, n_out, bias, dtype, seed, fused, wrong):
+    from tinygrad_tx import functional as F
+    arrays = [make(lead + (n_in + wrong,), dtype, seed), make((n_in, n_out), dtype, seed + 1)]
+    if bias:
+        arrays.append(make((n_out,), dtype, seed + 2))
+    compare(lambda x, w, *b: F.linear(x, w, *b), lambda x, w, *b: TF.linear(x, w.T, *b), arrays, fused=fused)
+
+
+@SETTINGS
+@given(lead=lead_shapes, C=st.integers(1, 4), affine=st.booleans(), dtype=st.sampled_from(FLOATS), seed=seeds,
+       fused=fused, wrong=st.booleans())
+def test_layer_norm(lead, C, affine, dtype, seed, fused, wrong):
+    from tinygrad_tx import functional as F
+    arrays = [make(lead + (C,), dtype, seed)]
+    if affine:
+        arrays += [make((C + wrong,), dtype, seed + 1), make((C,), dtype, seed + 2)]
+    compare(lambda x, *wb: F.layer_norm(x, *wb), lambda x, *wb: TF.layer_norm(x, (C,), *wb), arrays, fused=fused)
+
+
+@SETTINGS
+@given(lead=hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=3), V=st.integers(1, 4),
+       dtype=st.sampled_from(FLOATS), seed=seeds, fused=fused, ignore=st.booleans(), nan_in_ignored=st.booleans(),
+       out_of_range=st.booleans())
+def test_cross_entropy(lead, V, dtype, seed, fused, ignore, nan_in_ignored, out_of_range):
+    """Ignored rows (target -100) add nothing, even when their logits are NaN; an out-of-range
+    target is refused by both. (All rows ignored: torch gives NaN, we refuse; not drawn here.)"""
+    from tinygrad_tx import functional as F
+    rng = np.random.default_rng(seed)
+    logits = make(lead + (V,), dtype, seed)
+    t = rng.integers(0, V, lead)
+    if ignore:
+        dropped = rng.random(lead) < 0.4
+        dropped.flat[0] = False                         # at least one row counts
+        t = np.where(dropped, -100, t)
+        if nan_in_ignored:
+            logits[dropped] = np.nan
+    if out_of_range:
+        t.flat[0] = V
+    compare(lambda z: F.cross_entropy(z, t, ignore_index=-100),
+            lambda z: TF.cross_entropy(z.reshape(-1, V), torch.from_numpy(t).reshape(-1), ignore_index=-100),
+            [logits], fused=fused)
+
+
+@SETTINGS
+@given(ids_shape=hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3), V=st.integers(1, 4),
+       C=st.integers(0, 3), dtype=st.sampled_from(FLOATS), seed=seeds, fused=fused, out_of_range=st.booleans())
+def test_embedding(ids_shape, V, C, dtype, seed, fused, out_of_range):
+    from tinygrad_tx import functional as F
+    ids = np.asarray(np.random.default_rng(seed).integers(0, V, ids_shape))      # repeats: gradients add
+    if out_of_range and ids.size:
+        ids.flat[0] = V
+    compare(lambda w: F.embedding(w, ids), lambda w: TF.embedding(torch.from_numpy(ids), w),
+            [make((V, C), dtype, seed)], fused=fused)
+
+
+@SETTINGS
+@given(B=st.integers(0, 2), Tq=st.integers(0, 3), Tk=st.integers(1, 3), hs=st.integers(1, 3), hv=st.integers(0, 3),
+       dtype=st.sampled_from(FLOATS), seed=seeds, fused=fused, masked=st.booleans())
+def test_attention(B, Tq, Tk, hs, hv, dtype, seed, fused, masked):
+    """softmax(q k^T / sqrt(hs)) v against torch's scaled_dot_product_attention (its boolean
+    mask means "allowed", ours "blocked"). Every query keeps one key: torch gives NaN for a
+    fully blocked row, we give 0 (docs/api.md)."""
+    from transformer.attention import scaled_dot_product_attention
+    mask = None
+    if masked:
+        mask = np.random.default_rng(seed).random((B, Tq, Tk)) < 0.5
+        mask[..., 0] = False
+    tmask = None if mask is None else torch.from_numpy(~mask)
+    compare(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=mask)[0],
+            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=tmask),
+            [make((B, Tq, hs), dtype, seed), make((B, Tk, hs), dtype, seed + 1), make((B, Tk, hv), dtype, seed + 2)],
+            fused=fused)

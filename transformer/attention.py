@@ -21,7 +21,7 @@ def check_mask(mask, scores_shape, where):
         raise TypeError(f"{where}: mask must be a boolean array (True = blocked), got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
     try:
-        ok = backend.xp().broadcast_shapes(tuple(mask.shape), tuple(scores_shape)) == tuple(scores_shape)
+        ok = backend.xp("cpu").broadcast_shapes(tuple(mask.shape), tuple(scores_shape)) == tuple(scores_shape)
     except ValueError:
         ok = False
     if not ok:
@@ -34,7 +34,7 @@ def _check_qkv(q, k, v):
         raise ValueError(f"attention: expected q (.., Tq, hs), k (.., Tk, hs), v (.., Tk, hv), "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
     try:
-        batch = backend.xp().broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        batch = backend.xp("cpu").broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
         raise ValueError(f"attention: batch dims of q {q.shape}, k {k.shape}, v {v.shape} do not broadcast") from None
     return batch + (q.shape[-2], k.shape[-2])                           # the scores' shape (.., Tq, Tk)
