@@ -576,3 +576,33 @@ def test_fused_self_attention_on_empty_batches_equals_composed(shape):
     for a, b in zip(*results):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- non-finite inputs
+NAN, INF = float("nan"), float("inf")
+NON_FINITE = {
+    "max_nan": (lambda a: a.max(), torch.amax, [[1.0, NAN, 2.0]]),
+    "max_nan_axis": (lambda a: a.max(axis=-1), lambda a: a.amax(-1), [[[1.0, NAN, 2.0], [1.0, 2.0, 3.0]]]),
+    "max_inf_ties": (lambda a: a.max(), torch.amax, [[1.0, INF, INF]]),
+    "softmax_all_neginf_row": (lambda a: a.softmax(-1), lambda a: a.softmax(-1), [[[-INF, -INF], [0.0, -INF]]]),
+    "log_softmax_inf": (lambda a: a.log_softmax(-1), lambda a: a.log_softmax(-1), [[[INF, 0.0], [0.0, -INF]]]),
+    "sigmoid_inf_nan": (lambda a: a.sigmoid(), torch.sigmoid, [[INF, -INF, NAN]]),
+    "tanh_inf": (lambda a: a.tanh(), torch.tanh, [[INF, -INF]]),
+    "relu_nan": (lambda a: a.relu(), torch.relu, [[NAN, -1.0, 0.0, 2.0]]),
+    "gelu_inf": (lambda a: a.gelu(), TF.gelu, [[INF, -INF, 50.0, -50.0]]),
+    "gelu_tanh_large": (lambda a: a.gelu("tanh"), lambda a: TF.gelu(a, approximate="tanh"), [[30.0, -30.0, 50.0]]),
+    "div_inf": (lambda a, b: a / b, lambda a, b: a / b, [[1.0, INF], [INF, INF]]),
+    "pow_inf_nan": (lambda a: a ** 2, lambda a: a ** 2, [[INF, -INF, NAN]]),
+    "var_constant": (lambda a: a.var(), lambda a: a.var(correction=0), [[3.0, 3.0]]),
+    "sqrt_negative": (lambda a: a.sqrt(), torch.sqrt, [[-1.0, 4.0]]),
+    "rpow_inf": (lambda a: 2.0 ** a, lambda a: 2.0 ** a, [[INF, -INF, 1000.0]]),
+}
+
+
+# torch's float32 GELU kernel gives NaN at +inf; we give inf (the limit), so that pair is not compared
+@pytest.mark.parametrize("name, dtype", [(n, d) for n in NON_FINITE for d in ("float32", "float64")
+                                         if (n, d) != ("gelu_inf", "float32")])
+def test_non_finite_inputs_as_torch(name, dtype):
+    ours, theirs, arrays = NON_FINITE[name]
+    with np.errstate(all="ignore"):
+        compare(ours, theirs, [np.array(a, dtype=dtype) for a in arrays])

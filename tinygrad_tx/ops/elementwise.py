@@ -219,11 +219,12 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
-    """y = max(x, 0);  dL/dx = dL/dy * [x > 0]  (subgradient 0 at x = 0, as PyTorch)"""
+    """y = max(x, 0);  dL/dx = dL/dy * [x > 0]  (subgradient 0 at x = 0, as PyTorch;
+    a NaN input is "not <= 0" there and passes its gradient, as PyTorch's)"""
     def forward(self, x):
         if x.dtype == bool:
             raise TypeError("Relu: bool inputs are not supported (as torch)")
-        self.save_for_backward(x > 0)
+        self.save_for_backward(~(x <= 0))
         return self.xp.maximum(x, 0)
 
     def backward(self, g):
