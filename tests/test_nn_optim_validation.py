@@ -205,3 +205,11 @@ def test_clip_grad_norm_refuses_a_bad_max_norm(max_norm):
     with pytest.raises(ValueError, match=rf"clip_grad_norm_: invalid max_norm={max_norm!r}".replace("(", r"\(")):
         optim.clip_grad_norm_([w], max_norm)
     np.testing.assert_array_equal(w.grad, np.full(3, 0.5, np.float32))        # untouched
+
+
+def test_numpy_numbers_are_accepted_as_arguments():
+    layer = Linear(np.int64(3), np.int32(2))
+    assert layer.weight.shape == (3, 2)
+    optim.AdamW(layer.parameters(), lr=np.float32(1e-3), betas=(np.float32(0.9), 0.999), eps=np.float64(1e-8))
+    layer.weight.grad = np.ones((3, 2), np.float32)
+    assert optim.clip_grad_norm_(layer.parameters(), np.float32(1.0)) > 0

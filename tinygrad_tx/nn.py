@@ -3,6 +3,7 @@ attributes (a Tensor with requires_grad is a parameter, a Module a child), so a 
 a class that assigns its layers in __init__. Calling a module tags every tensor it creates
 with its dotted name (e.g. "h.0.attn") for the viz layer to group by."""
 import math
+import numbers
 
 from . import backend
 from .autograd import scope
@@ -153,7 +154,7 @@ def _uniform(shape, bound):
 def _check_size(module, **sizes):
     """Layer sizes are ints >= 0 (0 gives an empty layer, as torch allows)."""
     for key, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"{module}: {key} must be an int >= 0, got {n!r}")
 
 
@@ -196,7 +197,7 @@ class LayerNorm(Module):
 
     def __init__(self, dim, eps=1e-5, bias=True):
         _check_size("LayerNorm", dim=dim)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"LayerNorm: eps must be a number >= 0, got {eps!r}")
         self.dim, self.eps = dim, eps
         dt = backend.default_dtype()

@@ -1,5 +1,6 @@
 """Optimizers with PyTorch's update rules, updating parameter arrays in place."""
 import math
+import numbers
 
 from . import backend
 from .tensor import Tensor
@@ -36,14 +37,14 @@ class Optimizer:
         for key in ("lr", "weight_decay", "momentum", "eps"):
             if key in group:
                 v = group[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
                     raise ValueError(f"{name}: invalid {key}={v!r} (must be a finite number >= 0)")
         if "betas" in group:
             betas = group["betas"]
             if len(betas) != 2:
                 raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
             for i, b in enumerate(betas):
-                if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
+                if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 <= b < 1:
                     raise ValueError(f"{name}: invalid beta parameter at index {i}: {b!r} (must be in [0, 1))")
 
     @property
@@ -158,7 +159,7 @@ def clip_grad_norm_(params, max_norm):
     torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6)). Returns the norm
     before clipping. `params`: tensors (a list or a generator) or one tensor; max_norm >= 0
     (inf: only measure the norm)."""
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm >= 0:
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm >= 0:
         raise ValueError(f"clip_grad_norm_: invalid max_norm={max_norm!r} (must be a number >= 0)")
     params = [params] if isinstance(params, Tensor) else list(params)   # a generator is used up once
     grads = [p.grad for p in params if p.grad is not None]
