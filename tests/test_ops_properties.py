@@ -14,7 +14,7 @@ import torch.nn.functional as TF  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from tinygrad_tx import concat, stack, where  # noqa: E402
+from tinygrad_tx import Tensor, concat, stack, where  # noqa: E402
 from torch_compare import compare  # noqa: E402
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, database=None)
@@ -363,3 +363,33 @@ def test_attention(B, Tq, Tk, hs, hv, dtype, seed, fused, masked):
             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=tmask),
             [make((B, Tq, hs), dtype, seed), make((B, Tk, hs), dtype, seed + 1), make((B, Tk, hv), dtype, seed + 2)],
             fused=fused)
+
+
+@SETTINGS
+@given(shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4), dtype=st.sampled_from(ALL), seed=seeds,
+       data=st.data())
+def test_split(shape, dtype, seed, data):
+    """An int chunk size or a list of sizes (negative ones refused by both); each piece is
+    compared, and the gradient flows back through all of them."""
+    axis = data.draw(st.integers(-4, 3))
+    n = shape[axis] if -len(shape) <= axis < len(shape) else 0
+    if data.draw(st.booleans()):
+        sizes = data.draw(st.integers(1, 4))
+    else:
+        sizes = data.draw(st.lists(st.integers(-1, 4), max_size=3))
+        if data.draw(st.booleans()) and sizes:
+            sizes[-1] = n - sum(sizes[:-1])                 # usually sums right; may go negative
+    x = make(shape, dtype, seed)
+    # the pieces' shapes, then their values (flattened and joined) and gradients
+    compare(lambda a: Tensor(np.array([p.shape for p in a.split(sizes, axis=axis)], dtype=np.int64).reshape(-1)),
+            lambda a: torch.tensor([tuple(p.shape) for p in a.split(sizes, dim=axis)], dtype=torch.int64).reshape(-1),
+            [x], grad=False)
+    compare(lambda a: concat([p.reshape(-1) for p in a.split(sizes, axis=axis)]),
+            lambda a: torch.cat([p.reshape(-1) for p in a.split(sizes, dim=axis)]), [x])
+
+
+@SETTINGS
+@given(shape=shapes, dtype=st.sampled_from(FLOATS + INTS), seed=seeds, axis=st.integers(-4, 3))
+def test_argmax(shape, dtype, seed, axis):
+    x = make(shape, dtype, seed)
+    compare(lambda a: a.argmax(axis=axis), lambda a: a.argmax(dim=axis), [x], grad=False)
