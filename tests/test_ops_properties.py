@@ -138,7 +138,7 @@ REDUCE = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:var.. degrees of freedom")
+@pytest.mark.filterwarnings("ignore:var... degrees of freedom")
 @pytest.mark.parametrize("name", sorted(REDUCE))
 @SETTINGS
 @given(shape=shapes, dtype=st.sampled_from(ALL), seed=seeds, axis=axes,
