@@ -90,6 +90,7 @@ TORCH = {
     "pow_2":                lambda a: a ** 2,
     "pow_3":                lambda a: a ** 3,
     "pow_neg_half":         lambda a: a ** -0.5,
+    "rpow":                 lambda a: 2.0 ** a,
     "exp":                  torch.exp,
     "log":                  torch.log,
     "sqrt":                 torch.sqrt,

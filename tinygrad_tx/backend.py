@@ -188,6 +188,59 @@ def is_float(arr):
     return arr.dtype.kind == "f"
 
 
+# ----------------------------------------------------------------------------- dtype promotion
+def _category(dt):
+    """bool < integer < float: the order in which PyTorch's promotion compares kinds."""
+    return {"b": 0, "i": 1, "u": 1, "f": 2}.get(dt.kind, 3)
+
+
+def promote_types(a, b):
+    """PyTorch's pairwise rule: a float beats any integer or bool (int64 with float32 is
+    float32, where numpy says float64); within one kind the wider type wins."""
+    a, b = numpy.dtype(a), numpy.dtype(b)
+    if _category(a) != _category(b):
+        return a if _category(a) > _category(b) else b
+    return numpy.promote_types(a, b)
+
+
+def result_type(*arrays):
+    """The dtype of an elementwise op on these arrays, as torch.result_type: tensors with
+    dimensions decide; 0-d tensors count only when they are of a higher kind (float32 (3,) with
+    a float64 0-d tensor stays float32; int32 (3,) with it becomes float64)."""
+    def fold(dts):
+        out = None
+        for dt in dts:
+            out = dt if out is None else promote_types(out, dt)
+        return out
+    dims = fold(a.dtype for a in arrays if a.ndim)
+    zero = fold(a.dtype for a in arrays if not a.ndim)
+    if dims is None or zero is None:
+        return dims if zero is None else zero
+    return promote_types(dims, zero) if _category(zero) > _category(dims) else dims
+
+
+def scalar_dtype(value, like):
+    """The dtype a Python (or numpy) scalar takes beside a tensor of dtype `like`, as torch:
+    the tensor's dtype, unless the scalar is of a higher kind: then the default float dtype
+    for a float, int64 for an int. A bool stays bool (it never raises the result's kind, and
+    Sub must see it to refuse it). None if `value` is not a scalar."""
+    if isinstance(value, (bool, numpy.bool_)):
+        return numpy.dtype(bool)
+    if isinstance(value, (int, numpy.integer)):
+        kind, dt = 1, numpy.dtype(numpy.int64)
+    elif isinstance(value, (float, numpy.floating)):
+        kind, dt = 2, _default_dtype
+    else:
+        return None
+    return numpy.dtype(like) if kind <= _category(numpy.dtype(like)) else dt
+
+
+def float_dtype(dt):
+    """`dt` if it is a float dtype, else the default float dtype (what exp of an int gives)."""
+    dt = numpy.dtype(dt)
+    return dt if dt.kind == "f" else _default_dtype
+
+
 def isfinite_all(arr):
     return bool(numpy.isfinite(arr).all())
 
@@ -200,6 +253,8 @@ def erf(x, exp_neg_sq=None):
     precision). float32: Abramowitz & Stegun 7.1.26 in float32 arithmetic, max abs error
     6e-7 (a few float32 ulps), about 3x faster than scipy's, which matters inside GELU.
     `exp_neg_sq`, if given, is exp(-x^2) already computed by the caller (GELU needs it too)."""
+    if x.ndim == 0:                 # the float32 kernel writes with out=, which needs an array
+        return erf(x.reshape(1), None if exp_neg_sq is None else exp_neg_sq.reshape(1)).reshape(())
     if device_of(x) == "gpu":
         from cupyx.scipy.special import erf as cupy_erf     # only reached with CuPy present
         return cupy_erf(x).astype(x.dtype, copy=False)

@@ -45,8 +45,21 @@ def cross_entropy(logits, targets, ignore_index=None):
     return (-picked.sum() / n_valid).named("loss")
 
 
+def _check_linear(x, weight, bias):
+    """One check for the composed and the fused path, so a shape mistake reads the same."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-d (in, out), got shape {weight.shape}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+                         f"(expected input (..., {weight.shape[0]}))")
+    if bias is not None and bias.shape != (weight.shape[1],):
+        raise ValueError(f"linear: bias of shape {bias.shape} does not match weight of shape {weight.shape} "
+                         f"(expected ({weight.shape[1]},))")
+
+
 def linear(x, weight, bias=None):
     """y = x @ W + b with W (in, out): (.., in) -> (.., out)."""
+    _check_linear(x, weight, bias)
     if is_fused() and bias is not None:
         return fused.Linear.apply(x, weight, bias)                   # one node, one GEMM, bias in place
     y = x @ weight                                                   # (.., out)
@@ -58,6 +71,12 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     positions or batch items), then scale and shift:
         y = (x - mean) / sqrt(var + eps) * weight + bias
     with the biased variance and eps inside the sqrt, as PyTorch defines it."""
+    if x.ndim == 0 or not backend.is_float(x.data):
+        raise ValueError(f"layer_norm: needs a float input with at least 1 dim, got shape {x.shape} dtype {x.dtype}")
+    for key, p in (("weight", weight), ("bias", bias)):            # one check for both paths
+        if p is not None and p.shape != x.shape[-1:]:
+            raise ValueError(f"layer_norm: {key} of shape {p.shape} does not match input of shape {x.shape} "
+                             f"(expected {x.shape[-1:]})")
     if is_fused() and weight is not None and bias is not None:
         return fused.LayerNorm.apply(x, weight, bias, eps=eps)
     mu = x.mean(axis=-1, keepdims=True).named("mean")                   # (..., 1)

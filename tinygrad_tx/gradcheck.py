@@ -63,9 +63,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
         t = inputs[i]
         xp = backend.array_module(numeric)
         err = xp.abs(analytic - numeric)
-        bad = err > atol + rtol * xp.abs(numeric)
+        bad = ~(err <= atol + rtol * xp.abs(numeric))      # a NaN on either side is a failure
         if bad.any():
-            flat = int(xp.argmax(err - rtol * xp.abs(numeric)))
+            flat = int(xp.argmax(xp.where(bad, err - rtol * xp.abs(numeric), -xp.inf)))
             worst = tuple(int(k) for k in xp.unravel_index(flat, t.shape)) if t.ndim else ()
             raise GradcheckError(f"gradcheck: input {i} ({t.name or 'tensor'}{t.shape}) at index {worst}: "
                                  f"analytic {float(analytic[worst]):.8g} vs numeric {float(numeric[worst]):.8g} "

@@ -4,6 +4,7 @@ a class that assigns its layers in __init__. Calling a module tags every tensor 
 with its dotted name (e.g. "h.0.attn") for the viz layer to group by, and every parameter is
 named by its key in the top module's named_parameters() ("h.0.attn.c_attn.weight")."""
 import math
+import numbers
 import weakref
 
 from . import backend
@@ -106,20 +107,29 @@ class Module:
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays into the parameters in place (optimizers keep their references).
-        strict: every parameter must be given and no unknown name may appear."""
+        strict: every parameter must be given and no unknown name may appear. Every entry is
+        checked (name, type, shape) before anything is copied: on an error nothing changes."""
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        staged = []
         for name, arr in state.items():
             if name not in params:
                 continue
             p = params[name]
+            if isinstance(arr, Tensor):
+                arr = arr.data
+            if not backend.is_array(arr) or arr.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {name} must be a numeric array, got "
+                                f"{type(arr).__name__}" + (f" of dtype {arr.dtype}" if hasattr(arr, "dtype") else ""))
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {tuple(arr.shape)} in the state "
                                  f"but {p.shape} in the model")
-            p.data[...] = backend.asarray(arr, p.dtype, backend.device_of(p.data))
+            staged.append((p, backend.asarray(arr, p.dtype, backend.device_of(p.data))))
+        for p, arr in staged:                      # all checked: now copy
+            p.data[...] = arr
         return missing, unexpected
 
     def __repr__(self):
@@ -161,13 +171,21 @@ def _uniform(shape, bound):
     return backend.asarray(backend.rng().uniform(-bound, bound, shape), backend.default_dtype())
 
 
+def _check_size(module, **sizes):
+    """Layer sizes are ints >= 0 (0 gives an empty layer, as torch allows)."""
+    for key, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"{module}: {key} must be an int >= 0, got {n!r}")
+
+
 class Linear(Module):
     """y = x @ W + b with W (in_features, out_features): (.., in) -> (.., out).
     Init as PyTorch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))."""
 
     def __init__(self, in_features, out_features, bias=True):
+        _check_size("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
-        bound = 1 / math.sqrt(in_features)
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0   # in 0: an empty W, torch too
         self.weight = Parameter(_uniform((in_features, out_features), bound))
         self.bias = Parameter(_uniform((out_features,), bound)) if bias else None
 
@@ -182,6 +200,7 @@ class Embedding(Module):
     """A lookup table: ids (..) -> rows of weight (.., dim). Init N(0, 1) as PyTorch."""
 
     def __init__(self, num_embeddings, embedding_dim):
+        _check_size("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         w = backend.rng().standard_normal((num_embeddings, embedding_dim))
         self.weight = Parameter(backend.asarray(w, backend.default_dtype()))
@@ -197,6 +216,9 @@ class LayerNorm(Module):
     """Per-token normalisation over the last axis, then weight (ones) and bias (zeros)."""
 
     def __init__(self, dim, eps=1e-5, bias=True):
+        _check_size("LayerNorm", dim=dim)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise ValueError(f"LayerNorm: eps must be a number >= 0, got {eps!r}")
         self.dim, self.eps = dim, eps
         dt = backend.default_dtype()
         self.weight = Parameter(backend.asarray([1.0] * dim, dt))

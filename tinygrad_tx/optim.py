@@ -1,7 +1,9 @@
 """Optimizers with PyTorch's update rules, updating parameter arrays in place."""
 import math
+import numbers
 
 from . import backend
+from .tensor import Tensor
 
 
 class Optimizer:
@@ -9,18 +11,41 @@ class Optimizer:
     state. Pass a list of tensors, or a list of dicts to give groups their own settings."""
 
     def __init__(self, params, defaults):
+        if isinstance(params, Tensor):         # as torch: a lone tensor would iterate its rows
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or dicts, got a single "
+                            f"Tensor of shape {params.shape}; pass [tensor]")
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
         for g in groups:
+            if isinstance(g["params"], Tensor):
+                g = {**g, "params": [g["params"]]}      # a group's "params" may be one tensor (as torch)
             group = {**defaults, **g, "params": list(g["params"])}
+            self._check_hyperparameters(group)
             for p in group["params"]:
                 if not p.requires_grad:
                     raise ValueError(f"{type(self).__name__}: parameter {p.name or p.shape} does not require grad")
             self.param_groups.append(group)
         self.state = {}                       # id(param) -> dict of arrays and counters
+
+    def _check_hyperparameters(self, group):
+        """Refuse settings that make the update meaningless, naming the argument and its value:
+        lr, weight_decay, momentum finite and >= 0; eps >= 0; each beta in [0, 1)."""
+        name = type(self).__name__
+        for key in ("lr", "weight_decay", "momentum", "eps"):
+            if key in group:
+                v = group[key]
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+                    raise ValueError(f"{name}: invalid {key}={v!r} (must be a finite number >= 0)")
+        if "betas" in group:
+            betas = group["betas"]
+            if len(betas) != 2:
+                raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+            for i, b in enumerate(betas):
+                if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 <= b < 1:
+                    raise ValueError(f"{name}: invalid beta parameter at index {i}: {b!r} (must be in [0, 1))")
 
     @property
     def lr(self):
@@ -132,8 +157,11 @@ class AdamW(Optimizer):
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients together so their global L2 norm is at most max_norm (as
     torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6)). Returns the norm
-    before clipping."""
-    params = list(params)                   # a generator would be used up by the next line
+    before clipping. `params`: tensors (a list or a generator) or one tensor; max_norm >= 0
+    (inf: only measure the norm)."""
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm >= 0:
+        raise ValueError(f"clip_grad_norm_: invalid max_norm={max_norm!r} (must be a number >= 0)")
+    params = [params] if isinstance(params, Tensor) else list(params)   # a generator is used up once
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0

@@ -56,6 +56,7 @@ CASES = {
     "pow_2":              ("Pow", lambda a: a ** 2, [((3, 4), N)]),
     "pow_3":              ("Pow", lambda a: a ** 3, [((3, 4), N)]),
     "pow_neg_half":       ("Pow", lambda a: a ** -0.5, [((3, 4), P)]),
+    "rpow":               ("RPow", lambda a: 2.0 ** a, [((3, 4), N)]),
     "exp":                ("Exp", lambda a: a.exp(), [((3, 4), N)]),
     "log":                ("Log", lambda a: a.log(), [((3, 4), P)]),
     "sqrt":               ("Sqrt", lambda a: a.sqrt(), [((3, 4), P)]),

@@ -10,19 +10,28 @@ import math
 from . import backend
 from .autograd import backward_steps, current_scope, is_fused
 from .ops import fused
+from .ops.reduce import normalize_axis
 from .ops import (Add, Sub, Mul, Div, Neg, Pow, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Erf,
-                  Sum, Max, MatMul, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where, ToDevice)
+                  Sum, Max, MatMul, RPow, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where, ToDevice)
 
 
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "name", "op", "scope", "__weakref__")
+    __array_ufunc__ = None      # numpy defers to us: np.float32(2) * t and mask * t call t.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None, device=None):
         if isinstance(data, Tensor):
             data = data.data
+        if data is None:
+            raise TypeError("Tensor: data must be a number, a (nested) list or an array, got None")
         if device is None:      # GPU arrays stay on the GPU; everything else goes to the default device
             device = "gpu" if backend.is_array(data) and backend.device_of(data) == "gpu" else backend.default_device()
-        self.data = backend.asarray(data, dtype, device)
+        try:
+            self.data = backend.asarray(data, dtype, device)
+        except ValueError as e:                     # ragged nested lists, unparsable strings
+            raise ValueError(f"Tensor: cannot make a tensor from this data: {e}") from None
+        if self.data.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: data must be numbers (bool, int or float), got dtype {self.data.dtype}")
         if requires_grad and not backend.is_float(self.data):
             raise TypeError(f"Tensor: only float tensors can require grad, got dtype {self.data.dtype}"
                             + (f" (name {name!r})" if name else ""))
@@ -97,6 +106,22 @@ class Tensor:
             raise ValueError(f"item: only a tensor with one element can be converted, got shape {self.shape}")
         return self.data.reshape(()).item()
 
+    # a one-element tensor converts by its value, as in torch; any other size is ambiguous
+    def __bool__(self):
+        if self.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {'no values' if self.size == 0 else 'more than one value'} "
+                               f"is ambiguous (shape {self.shape})")
+        return bool(self.item())
+
+    def __float__(self): return float(self.item())
+    def __int__(self): return int(self.item())
+
+    def __index__(self):
+        if self.size != 1 or self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors of a single element can be converted to an index "
+                            f"(got dtype {self.dtype}, shape {self.shape})")
+        return int(self.item())
+
     def detach(self):
         """The same values, cut from the graph (no gradient flows through)."""
         return Tensor._from_op(self.data, None, current_scope())
@@ -150,11 +175,12 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def _lift(self, other):
-        """Python scalars and arrays become constant tensors (a float keeps this tensor's dtype)."""
+        """Python (and numpy) scalars and arrays become constant tensors. A scalar takes this
+        tensor's dtype unless it is of a higher kind (bool < int < float): a float beside an
+        int tensor becomes the default float dtype, as in torch. Arrays keep their dtype."""
         if isinstance(other, Tensor):
             return other
-        dtype = self.dtype if backend.is_float(self.data) and isinstance(other, (int, float)) else None
-        return Tensor(other, dtype=dtype, device=self.device)
+        return Tensor(other, dtype=backend.scalar_dtype(other, self.dtype), device=self.device)
 
     def __add__(self, o): return Add.apply(self, self._lift(o))
     def __radd__(self, o): return Add.apply(self._lift(o), self)
@@ -169,12 +195,15 @@ class Tensor:
     def __rmatmul__(self, o): return MatMul.apply(self._lift(o), self)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor):
-            raise TypeError("pow: the exponent must be a Python number (use exp/log for tensor exponents)")
+        if backend.scalar_dtype(exponent, self.dtype) is None or isinstance(exponent, bool):
+            raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__} "
+                            "(use exp/log for tensor exponents)")
         return Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base):
-        return (self * math.log(base)).exp()         # base^x = exp(x log base)
+        if backend.scalar_dtype(base, self.dtype) is None or isinstance(base, bool):
+            raise TypeError(f"pow: the base of base ** tensor must be a Python number, got {type(base).__name__}")
+        return RPow.apply(self, base=base)
 
     # ------------------------------------------------------------------ elementwise
     def exp(self): return Exp.apply(self)
@@ -188,6 +217,8 @@ class Tensor:
     def gelu(self, approximate="none"):
         """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
         "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation."""
+        if not backend.is_float(self.data):
+            raise TypeError(f"gelu: needs a float tensor (as torch), got dtype {self.dtype}")
         if approximate in ("none", "tanh") and is_fused():
             return fused.Gelu.apply(self, approximate=approximate)
         if approximate == "none":
@@ -205,9 +236,10 @@ class Tensor:
     def max(self, axis=None, keepdims=False): return Max.apply(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        """mean = sum / n, n the number of elements reduced over."""
-        axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
-        n = math.prod(self.shape[a] for a in axes)
+        """mean = sum / n, n the number of elements reduced over (a float tensor only, as torch)."""
+        if not backend.is_float(self.data):
+            raise TypeError(f"mean: needs a float tensor (as torch), got dtype {self.dtype}")
+        n = math.prod(self.shape[a] for a in normalize_axis(axis, self.shape, "mean"))
         return self.sum(axis=axis, keepdims=keepdims) / n
 
     def var(self, axis=None, keepdims=False):
@@ -219,7 +251,10 @@ class Tensor:
         """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), m = max(x): subtracting the max
         changes nothing mathematically and keeps exp from overflowing. m is detached: the
         result does not depend on it, so no gradient needs to flow through it."""
-        if is_fused():
+        axis = self._softmax_axis(axis, "softmax")
+        if self.size == 0:            # nothing to normalise: torch returns the empty tensor as it is
+            return self.reshape(self.shape)
+        if is_fused() and self.ndim:
             return fused.Softmax.apply(self, axis=axis)
         m = self.max(axis=axis, keepdims=True).detach().named("max")
         e = (self - m).named("z - max").exp().named("exp")
@@ -227,11 +262,24 @@ class Tensor:
 
     def log_softmax(self, axis=-1):
         """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
-        if is_fused():
+        axis = self._softmax_axis(axis, "log_softmax")
+        if self.size == 0:
+            return self.reshape(self.shape)
+        if is_fused() and self.ndim:
             return fused.LogSoftmax.apply(self, axis=axis)
         z = (self - self.max(axis=axis, keepdims=True).detach().named("max")).named("z - max")
         lse = z.exp().named("exp").sum(axis=axis, keepdims=True).named("sum").log().named("logsumexp")
         return (z - lse).named("log_softmax")
+
+    def _softmax_axis(self, axis, opname):
+        """Check the one axis (a float tensor only, as torch); a 0-d tensor's axis 0 or -1 is
+        its value itself: reduce over no axis, axis ()."""
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"{opname}: axis must be an int, got {axis!r}")
+        normalize_axis(axis, self.shape, opname)
+        if not backend.is_float(self.data) and self.size:     # torch runs no kernel on an empty one
+            raise TypeError(f"{opname}: needs a float tensor (as torch), got dtype {self.dtype}")
+        return axis if self.ndim else ()
 
     def argmax(self, axis=-1):
         """Index of the max (no gradient: an integer tensor)."""
@@ -254,6 +302,10 @@ class Tensor:
         return self.transpose()
 
     def swapaxes(self, a, b):
+        normalize_axis(a, self.shape, "swapaxes")
+        normalize_axis(b, self.shape, "swapaxes")
+        if self.ndim == 0:
+            return Permute.apply(self, axes=())          # 0-d: axes 0 and -1 are the value itself
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return Permute.apply(self, axes=tuple(axes))
@@ -268,17 +320,22 @@ class Tensor:
     def split(self, size_or_sizes, axis=0):
         """Split along an axis: an int is the chunk size (the last chunk may be smaller), a list
         gives each chunk's size (as torch.split)."""
+        if self.ndim == 0:
+            raise ValueError("split: needs a tensor with at least 1 dim, got a 0-d tensor")
+        (axis,) = normalize_axis(axis, self.shape, "split")
         n = self.shape[axis]
         if isinstance(size_or_sizes, int):
             if size_or_sizes <= 0:
                 raise ValueError(f"split: chunk size must be positive, got {size_or_sizes}")
-            sizes = [min(size_or_sizes, n - s) for s in range(0, n, size_or_sizes)]
+            sizes = [min(size_or_sizes, n - s) for s in range(0, n, size_or_sizes)] or [0]
         else:
             sizes = list(size_or_sizes)
+            if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+                raise ValueError(f"split: sizes must be non-negative ints, got {sizes}")
             if sum(sizes) != n:
                 raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but axis {axis} has length {n}")
         pieces, start = [], 0
-        lead = (slice(None),) * (axis % self.ndim)
+        lead = (slice(None),) * axis
         for s in sizes:
             pieces.append(self[lead + (slice(start, start + s),)])
             start += s

@@ -12,6 +12,34 @@ from tinygrad_tx.ops.fused import AttentionWeights, SelfAttention
 from .masks import causal_mask, combine_masks
 
 
+def check_mask(mask, scores_shape, where):
+    """One check for the composed and the fused paths: a boolean mask (True = blocked) that
+    broadcasts to the scores (.., Tq, Tk). An integer mask is refused, never read as indices."""
+    if mask is None:
+        return
+    if getattr(mask, "dtype", None) != bool:
+        raise TypeError(f"{where}: mask must be a boolean array (True = blocked), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    try:
+        ok = backend.xp("cpu").broadcast_shapes(tuple(mask.shape), tuple(scores_shape)) == tuple(scores_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: mask of shape {tuple(mask.shape)} does not broadcast to the scores "
+                         f"{tuple(scores_shape)}")
+
+
+def _check_qkv(q, k, v):
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"attention: expected q (.., Tq, hs), k (.., Tk, hs), v (.., Tk, hv), "
+                         f"got q {q.shape}, k {k.shape}, v {v.shape}")
+    try:
+        batch = backend.xp("cpu").broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"attention: batch dims of q {q.shape}, k {k.shape}, v {v.shape} do not broadcast") from None
+    return batch + (q.shape[-2], k.shape[-2])                           # the scores' shape (.., Tq, Tk)
+
+
 def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     """softmax(q k^T / sqrt(hs)) v. Returns (output (.., Tq, hs), weights (.., Tq, Tk)).
 
@@ -22,6 +50,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     dropout: optional callable applied to the weights before they mix the values."""
     hs = q.shape[-1]
     mask = mask.data if isinstance(mask, Tensor) else mask
+    check_mask(mask, _check_qkv(q, k, v), "attention")                 # the same for both paths
     if mask is not None:
         mask = backend.to_device(mask, q.device)
     if is_fused():      # one op: q k^T, scale, mask, softmax (dead rows give 0), hand-derived backward
@@ -80,6 +109,8 @@ class MultiHeadAttention(nn.Module):
         (B, H, T, Tk); cache: a dict holding past "k", "v" (B, H, Tpast, hs), extended in place
         (self-attention only; used by generation)."""
         C = self.n_embd
+        if x.ndim != 3 or x.shape[-1] != C:
+            raise ValueError(f"MultiHeadAttention: x must be (B, T, C) with C = n_embd = {C}, got shape {x.shape}")
         drop = self.attn_dropout if self.attn_dropout.p and self.training else None
         if is_fused() and not self.cross and cache is None and drop is None:
             return self._fused_self_attention(x, mask)
@@ -113,6 +144,7 @@ class MultiHeadAttention(nn.Module):
         if self.causal:
             mask = combine_masks(causal_mask(T, device=x.device), mask)       # (T, T) | mask
         mask = None if mask is None else backend.to_device(mask.data if isinstance(mask, Tensor) else mask, x.device)
+        check_mask(mask, (B, self.n_head, T, T), "attention")             # as the composed path checks
         weights = backend.xp(x.device).empty((B, self.n_head, T, T), dtype=x.dtype)   # (B, H, T, T)
         y = SelfAttention.apply(self.c_attn(x), n_head=self.n_head, mask=mask,
                                 scale=1.0 / math.sqrt(C // self.n_head), weights=weights)   # (B, T, C)

@@ -10,16 +10,21 @@ from .. import backend
 from ..autograd import Function
 
 
+def flat_rows(x, n_last=1):
+    """x as (N, *last n_last dims): reshape(-1, ...) cannot infer N when a last dim is 0."""
+    return x.reshape((math.prod(x.shape[:x.ndim - n_last]),) + tuple(x.shape[x.ndim - n_last:]))
+
+
 def row_sum(xp, x):
     """sum over the last axis (keepdims) as a matrix-vector product: for short rows BLAS is
     several times faster than numpy's reduction."""
     C = x.shape[-1]
-    return (x.reshape(-1, C) @ xp.ones(C, dtype=x.dtype)).reshape(x.shape[:-1] + (1,))
+    return (flat_rows(x) @ xp.ones(C, dtype=x.dtype)).reshape(x.shape[:-1] + (1,))
 
 
 def lead_sum(xp, x):
     """sum over every axis but the last: (.., C) -> (C,), as ones^T @ rows."""
-    rows = x.reshape(-1, x.shape[-1])
+    rows = flat_rows(x)
     return xp.ones(rows.shape[0], dtype=x.dtype) @ rows
 
 
@@ -62,7 +67,7 @@ def additive_mask(xp, mask, shape, dtype):
     if mask.ndim <= 2 or all(d == 1 for d in mask.shape[:-2]):
         mask = xp.broadcast_to(mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask, (Tq, Tk))
     else:
-        mask = xp.broadcast_to(mask, shape).reshape(-1, Tq, Tk)
+        mask = flat_rows(xp.broadcast_to(mask, shape), 2)
     bias = xp.zeros(mask.shape, dtype=dtype)
     bias[mask] = -xp.inf
     return bias
@@ -73,8 +78,10 @@ def masked_softmax(xp, x, mask, scale, out=None):
     a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array, or
     `out` (which may be x itself). Runs over blocks of whole (Tq, Tk) score matrices (see backend.map_blocks)."""
     Tq, Tk = x.shape[-2:]
-    mats = x.reshape(-1, Tq, Tk)                                            # (N, Tq, Tk)
-    y = xp.empty_like(mats) if out is None else out.reshape(-1, Tq, Tk)
+    if x.size == 0:                                                         # no scores: nothing to normalise
+        return x.copy() if out is None else out
+    mats = flat_rows(x, 2)                                                  # (N, Tq, Tk)
+    y = xp.empty_like(mats) if out is None else flat_rows(out, 2)
     bias = None if mask is None else additive_mask(xp, mask, x.shape, x.dtype)   # (Tq, Tk) or (N, Tq, Tk)
     dead_rows = bias is not None and bool(xp.isneginf(bias).all(axis=-1).any())
     sc = x.dtype.type(scale)
@@ -112,7 +119,7 @@ def masked_softmax_backward(xp, y, g, scale, out=None):
         ob -= yb * row_sum(xp, ob)
         if scale != 1:
             ob *= sc
-    backend.map_blocks(kernel, g.reshape(-1, T), y.reshape(-1, T), out.reshape(-1, T))
+    backend.map_blocks(kernel, flat_rows(g), flat_rows(y), flat_rows(out))
     return out
 
 
@@ -183,7 +190,7 @@ class SelfAttention(Function):
         B, T, C3 = qkv.shape
         H = self.args["n_head"]
         _, k, v = split_qkv(qkv, H)
-        gy = g.reshape(B, T, H, -1).transpose(0, 2, 1, 3)                    # (B, H, T, hs)
+        gy = g.reshape(B, T, H, C3 // (3 * H)).transpose(0, 2, 1, 3)         # (B, H, T, hs)
         dqkv = xp.empty(qkv.shape, dtype=g.dtype)                            # (B, T, 3C)
         dq, dk, dv = split_qkv(dqkv, H)
         matmul_into(xp, w.swapaxes(-1, -2), gy, dv)
@@ -209,7 +216,8 @@ class CrossEntropy(Function):
         logp_t = z[rows, safe] - xp.log(sums[:, 0])                         # (N,)
         n = int(valid.sum())
         self.save_for_backward(p, rows, safe, valid, n)
-        return -(logp_t * valid).sum(dtype=logits.dtype) / logits.dtype.type(n)
+        # where, not * valid: an ignored row adds 0 even if its logits are NaN (0 * NaN = NaN)
+        return -xp.where(valid, logp_t, 0).sum(dtype=logits.dtype) / logits.dtype.type(n)
 
     def backward(self, g):
         p, rows, safe, valid, n = self.saved
@@ -232,7 +240,7 @@ class LayerNorm(Function):
     def forward(self, x, w, b, eps=1e-5):
         xp, C = self.xp, x.shape[-1]
         inv_c, eps = x.dtype.type(1 / C), x.dtype.type(eps)
-        rows = x.reshape(-1, C)
+        rows = flat_rows(x)
         y, xhat = xp.empty_like(rows), xp.empty_like(rows)
         rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
 
@@ -253,7 +261,7 @@ class LayerNorm(Function):
         xhat, rstd, w = self.saved
         xp, C = self.xp, g.shape[-1]
         inv_c = g.dtype.type(1 / C)
-        g2 = g.reshape(-1, C)                                               # (N, C)
+        g2 = flat_rows(g)                                                   # (N, C)
         gh = g2 * xhat                                                      # dL/dy * xhat
         dw, db = lead_sum(xp, gh), lead_sum(xp, g2)
         mean_d = (g2 @ w)[:, None] * inv_c                                  # (N, 1) mean(d)
@@ -274,7 +282,8 @@ class Linear(Function):
     """y = x @ W + b (one node for nn.Linear);  dL/dx = dL/dy @ W^T,  dL/dW = x^T @ dL/dy
     (all rows of the batch folded into one GEMM),  dL/db = sum of dL/dy over the rows"""
     def forward(self, x, w, b):
-        rows = x.reshape(-1, x.shape[-1])                                     # (N, in)
+        dt = backend.result_type(x, w)                                        # as MatMul promotes
+        rows, w = flat_rows(x).astype(dt, copy=False), w.astype(dt, copy=False)   # (N, in)
         y = rows @ w                                                          # (N, out)
         y += b
         self.save_for_backward(rows, w, x.shape)
@@ -282,7 +291,7 @@ class Linear(Function):
 
     def backward(self, g):
         rows, w, in_shape = self.saved
-        g2 = g.reshape(-1, g.shape[-1])                                       # (N, out)
+        g2 = flat_rows(g)                                                     # (N, out)
         need_x, need_w, need_b = self.needs_grad
         dx = (g2 @ w.T).reshape(in_shape) if need_x else None
         dw = rows.T @ g2 if need_w else None
@@ -371,7 +380,7 @@ class Embedding(Function):
     def backward(self, g):
         xp, ids = self.xp, self.args["ids"]
         V, C = self.in_shape
-        flat_ids, flat_g = ids.reshape(-1), g.reshape(-1, C)
+        flat_ids, flat_g = ids.reshape(-1), flat_rows(g)
         if V * flat_ids.shape[0] <= 1 << 22:
             onehot = (flat_ids[:, None] == xp.arange(V)[None, :]).astype(g.dtype)   # (N, V)
             return onehot.T @ flat_g                                                 # (V, C)

@@ -1,13 +1,21 @@
 """Matrix multiply, with numpy's rules: 2-d, 1-d vectors, and batched n-d with broadcast batch
 dims. The batch-dim gradient sum is left to the backward driver's unbroadcast."""
+import math
+
+from .. import backend
 from ..autograd import Function
+
+
+def _rows(x):
+    """(.., K) -> (rows, K); reshape(-1, K) cannot infer the rows when K is 0."""
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 def _mm(a, b):
     """a @ b; a stack of matrices times ONE matrix is done as a single large GEMM
     ((.., M, K) -> (rows, K)), which BLAS runs far faster than a loop of small ones."""
     if b.ndim == 2 and a.ndim > 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+        return (_rows(a) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
     return a @ b
 
 
@@ -24,6 +32,8 @@ class MatMul(Function):
             self.xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
             raise ValueError(f"MatMul: batch dims do not broadcast: {tuple(a.shape)} @ {tuple(b.shape)}") from None
+        dt = backend.result_type(a, b)      # mixed dtypes promote as in + and * (torch would refuse)
+        a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
         self.save_for_backward(a, b)
         return _mm(a, b)
 
@@ -43,7 +53,7 @@ class MatMul(Function):
         gb = None
         if need_b and b2.ndim == 2 and a2.ndim > 2:
             # one B shared by the whole batch: sum_batch A_i^T G_i = (all rows of A)^T (all rows of G)
-            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])   # (K, N)
+            gb = _rows(a2).T @ _rows(g)                                         # (K, N)
         elif need_b:
             gb = a2.swapaxes(-1, -2) @ g                        # (.., K, N)
         if gb is not None and b.ndim == 1:

@@ -21,7 +21,8 @@ class Reshape(Function):
 class Permute(Function):
     """y = x with axes reordered by `axes`;  dL/dx = dL/dy with the inverse permutation"""
     def forward(self, x, axes):
-        if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        if (any(not -max(x.ndim, 1) <= a < max(x.ndim, 1) for a in axes)
+                or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim))):
             raise ValueError(f"Permute: {tuple(axes)} is not a permutation of the {x.ndim} axes of {tuple(x.shape)}")
         self.inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i] % x.ndim))
         return x.transpose(axes)
@@ -74,7 +75,8 @@ class Concat(Function):
         if any(s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:] for s in shapes):
             raise ValueError(f"Concat: shapes {shapes} differ outside axis {axis}")
         self.sizes = [s[ax] for s in shapes]
-        return self.xp.concatenate(xs, axis=ax)
+        dt = backend.result_type(*xs)                   # torch's promotion: int with float32 is float32
+        return self.xp.concatenate([x.astype(dt, copy=False) for x in xs], axis=ax)
 
     def backward(self, g):
         ax = self.args["axis"] % g.ndim
@@ -91,7 +93,11 @@ class Stack(Function):
         shapes = [tuple(x.shape) for x in xs]
         if len(set(shapes)) != 1:
             raise ValueError(f"Stack: all shapes must be equal, got {shapes}")
-        return self.xp.stack(xs, axis=axis)
+        if not -xs[0].ndim - 1 <= axis <= xs[0].ndim:
+            raise ValueError(f"Stack: axis {axis} is out of range for stacking shape {shapes[0]} "
+                             f"(expected an axis in [{-xs[0].ndim - 1}, {xs[0].ndim}])")
+        dt = backend.result_type(*(x if x.ndim else x.reshape(1) for x in xs))   # stacked 0-d: as 1-d
+        return self.xp.stack([x.astype(dt, copy=False) for x in xs], axis=axis)
 
     def backward(self, g):
         ax = self.args["axis"] % g.ndim

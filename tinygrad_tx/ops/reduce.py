@@ -3,17 +3,31 @@ broadcast straight back over them."""
 from ..autograd import Function
 
 
-def normalize_axis(axis, ndim, opname):
-    """None -> all axes; int or tuple (negatives allowed) -> sorted tuple of positive axes."""
+class AxisError(ValueError, IndexError):
+    """An axis out of range or repeated (a ValueError as numpy's, an IndexError as torch's)."""
+
+
+def normalize_axis(axis, shape, opname):
+    """None -> all axes; int or tuple (negatives allowed) -> sorted tuple of positive axes.
+    A 0-d tensor accepts axis 0 and -1, as torch does (its one "axis" is the value itself),
+    and reduces over nothing. An axis named twice is an error (as numpy and torch)."""
+    ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    lo, hi = -max(ndim, 1), max(ndim, 1) - 1
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"{opname}: axis {a} is out of range for a tensor with {ndim} dims")
-        out.append(a % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"{opname}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not lo <= a <= hi:
+            raise AxisError(f"{opname}: axis {a} is out of range for shape {tuple(shape)} "
+                            f"(expected an axis in [{lo}, {hi}])")
+        if ndim and a % ndim in out:
+            raise AxisError(f"{opname}: axis {a} appears more than once in axis={axis!r}")
+        if ndim:
+            out.append(a % ndim)
+    return tuple(sorted(out))
 
 
 def _keepdims_shape(shape, axes):
@@ -24,7 +38,7 @@ class Sum(Function):
     """y = sum of x over axes;  dL/dx = dL/dy broadcast back over the summed axes
     (every summed element contributed with slope 1)"""
     def forward(self, x, axis=None, keepdims=False):
-        self.axes = normalize_axis(axis, x.ndim, "Sum")
+        self.axes = normalize_axis(axis, x.shape, "Sum")
         self.in_shape = x.shape
         return x.sum(axis=self.axes, keepdims=keepdims)
 
@@ -35,12 +49,13 @@ class Sum(Function):
 
 class Max(Function):
     """y = max of x over axes;  dL/dx = dL/dy at the argmax, 0 elsewhere.
-    Ties: the gradient is split evenly among all maximal elements (as torch.amax does),
-    so the gradient still sums to dL/dy."""
+    Ties: the gradient is split evenly among all maximal elements (as torch.amax and
+    torch.max() without a dim do), so the gradient still sums to dL/dy."""
     def forward(self, x, axis=None, keepdims=False):
-        self.axes = normalize_axis(axis, x.ndim, "Max")
-        if x.size == 0:
-            raise ValueError(f"Max: cannot take the max of an empty tensor of shape {tuple(x.shape)}")
+        self.axes = normalize_axis(axis, x.shape, "Max")
+        if any(x.shape[a] == 0 for a in self.axes):         # torch.amax refuses the same
+            raise ValueError(f"Max: cannot take the max over an empty axis: shape {tuple(x.shape)}, "
+                             f"axis {axis}")
         y = x.max(axis=self.axes, keepdims=True)
         self.save_for_backward(x, y)
         return y if keepdims else y.reshape(tuple(n for i, n in enumerate(x.shape) if i not in self.axes))

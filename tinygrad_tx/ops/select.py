@@ -1,5 +1,8 @@
 """Selection ops: masked_fill and where. The boolean mask/condition is a parent tensor (so a
 graph shows it) but never receives a gradient."""
+import math
+
+from .. import backend
 from ..autograd import Function
 
 
@@ -12,12 +15,15 @@ class MaskedFill(Function):
     def forward(self, x, mask, value):
         if mask.dtype != bool:
             raise TypeError(f"MaskedFill: mask must be boolean, got {mask.dtype}")
-        try:
-            ok = self.xp.broadcast_shapes(x.shape, mask.shape) == tuple(x.shape)
+        try:                    # as torch's out-of-place masked_fill: x and mask broadcast together
+            self.xp.broadcast_shapes(x.shape, mask.shape)
         except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"MaskedFill: mask of shape {tuple(mask.shape)} does not broadcast to x of shape {tuple(x.shape)}")
+            raise ValueError(f"MaskedFill: mask of shape {tuple(mask.shape)} does not broadcast with x of shape "
+                             f"{tuple(x.shape)}") from None
+        if x.dtype.kind in "iu":
+            info = self.xp.iinfo(x.dtype)       # torch refuses a value the dtype cannot hold (-inf)
+            if not (math.isfinite(value) and info.min <= value <= info.max):
+                raise ValueError(f"MaskedFill: value {value} cannot be converted to {x.dtype} without overflow")
         self.save_for_backward(mask)
         return self.xp.where(mask, value, x).astype(x.dtype, copy=False)
 
@@ -37,7 +43,8 @@ class Where(Function):
             raise ValueError(f"Where: cannot broadcast cond {tuple(cond.shape)}, a {tuple(a.shape)}, "
                              f"b {tuple(b.shape)}") from None
         self.save_for_backward(cond)
-        return self.xp.where(cond, a, b)
+        dt = backend.result_type(a, b)                  # torch's promotion of the two branches
+        return self.xp.where(cond, a.astype(dt, copy=False), b.astype(dt, copy=False))
 
     def backward(self, g):
         (cond,) = self.saved
