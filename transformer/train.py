@@ -137,6 +137,7 @@ class Trainer:
             check_meta(meta, self.out / "meta.json", resume=True)
         except CheckpointError as e:
             raise CheckpointError(f"--resume: {e}") from None
+        self._check_same_data(meta)                # first: another text also changes vocab_size
         diff = config_diff(meta["model_config"], self.model.config.to_dict())
         if diff:
             raise CheckpointError(f"--resume: the model config differs from the checkpoint's: {diff}")
@@ -145,7 +146,6 @@ class Trainer:
         diff = config_diff(saved, {k: v for k, v in self.cfg.to_dict().items() if k != "max_iters"})
         if diff:
             raise CheckpointError(f"--resume: the training settings differ from the checkpoint's: {diff}")
-        self._check_same_data(meta)
         _check_arrays(self.model, state, self.out / "meta.json")
         try:
             self.model.load_state_dict(state)
@@ -163,9 +163,10 @@ class Trainer:
         vocab, chars = meta["vocab"], self.data.tokenizer.chars
         if vocab != chars:
             extra, gone = sorted(set(chars) - set(vocab)), sorted(set(vocab) - set(chars))
+            few = lambda cs: repr("".join(cs[:20])) + ("..." if len(cs) > 20 else "")   # noqa: E731
             raise CheckpointError(f"--resume: this text's vocabulary differs from the checkpoint's: {len(vocab)} "
-                                  f"characters there, {len(chars)} here (new: {''.join(extra)!r}, "
-                                  f"missing: {''.join(gone)!r}); resume with the same --data")
+                                  f"characters there, {len(chars)} here (new: {few(extra)}, "
+                                  f"missing: {few(gone)}); resume with the same --data")
         saved, now = meta.get("data", {}).get("sha256"), getattr(self.data, "sha256", None)
         if saved is None:
             self.notes.append("this checkpoint predates corpus hashes: only its vocabulary could be checked "
