@@ -32,6 +32,7 @@ def sample_next(logits, temperature=1.0, top_k=None, rng=None):
         k = min(top_k, logits.shape[-1])
         kth = np.sort(logits, axis=-1)[:, -k][:, None]                   # (B, 1) k-th largest
         logits = np.where(logits < kth, -np.inf, logits)
+    logits = logits.astype(np.float64)               # a float32 logit / 1e-300 would divide by float32 zero
     with np.errstate(over="ignore"):
         logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature   # (B, V), max is 0
     probs = Tensor(logits).softmax(axis=-1).numpy().astype(np.float64)  # (B, V)
