@@ -31,6 +31,10 @@ class CheckpointError(Exception):
     pass
 
 
+class NonFiniteState(CheckpointError):
+    """save_checkpoint was handed NaN or inf: nothing was written."""
+
+
 def _atomic_write(path, data):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -74,7 +78,7 @@ def _unflatten_optim(meta, arrays):
 def _check_finite(arrays, what):
     for k, v in arrays.items():
         if v.dtype.kind in "fc" and not np.isfinite(v).all():
-            raise CheckpointError(f"checkpoint: not saved: {what} {k!r} holds NaN or inf "
+            raise NonFiniteState(f"checkpoint: not saved: {what} {k!r} holds NaN or inf "
                                   "(the previous checkpoint is kept)")
 
 

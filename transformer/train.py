@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tinygrad_tx import backend, fused_ops, no_grad, optim
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, NonFiniteState, load_checkpoint, save_checkpoint
 from .gpt import GPT, GPTConfig
 from .tokenizer import CharTokenizer
 
@@ -203,7 +203,10 @@ class Trainer:
                 "batch_rng": self.rng.bit_generator.state, "engine_rng": backend.get_rng_state()}
         if getattr(self.data, "sha256", None):
             meta["data"] = {"sha256": self.data.sha256, "num_chars": self.data.num_chars}
-        save_checkpoint(self.out, self.model.state_dict(), meta, self.optimizer.state_dict())
+        try:
+            save_checkpoint(self.out, self.model.state_dict(), meta, self.optimizer.state_dict())
+        except NonFiniteState as e:
+            raise TrainingDiverged(f"the weights became non-finite by step {self.step} ({e})") from None
 
     def evaluate(self, elapsed):
         row = {"step": self.step, "train_loss": estimate_loss(self.model, self.eval_batches["train"]),
@@ -289,7 +292,7 @@ class Trainer:
         try:
             self.save(elapsed)
             self.interrupted_at = self.step
-        except CheckpointError:               # non-finite weights: the last good checkpoint stays
+        except TrainingDiverged:              # non-finite weights: the last good checkpoint stays
             pass
 
 
