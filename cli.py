@@ -259,7 +259,7 @@ def train(data, out_dir, resume, overwrite, progress, device, **options):
         _fail(f"out of memory: the attention scores alone hold batch_size x n_head x block_size^2 = "
               f"{batch_size * n_head * block_size ** 2:,} numbers per layer; use a smaller --block-size or --batch-size")
     except KeyboardInterrupt:
-        _interrupted(trainer, out_dir, data)
+        _interrupted(trainer, out_dir, data, device)
     click.echo(f"step {last['step']}  train_loss {last['train_loss']:.4f}  val_loss {last['val_loss']:.4f}  "
                f"({last['elapsed']:.1f} s)")
 
@@ -314,11 +314,12 @@ def _flag(param, value):
     return str(value)
 
 
-def _interrupted(trainer, out_dir, data):
+def _interrupted(trainer, out_dir, data, device=None):
     """Ctrl-C: say where the run stopped and print the command that continues it on a line of
     its own (the progress bar was closed first); exit status 130, as for SIGINT."""
     command = "tx train --out " + shlex.quote(str(out_dir)) + " --resume"
     command += f" --data {shlex.quote(str(data))}" if data else ""
+    command += f" --device {device}" if device else ""
     if trainer is None:
         click.echo("\ninterrupted before training started; nothing was written", err=True)
     elif trainer.interrupted_at is not None:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tinygrad_tx import backend
-from transformer import (GPT, CharTokenizer, GPTConfig, TextDataset, Transformer, TransformerConfig, generate,
-                         sample_next)
+from transformer import (GPT, CharTokenizer, GPTConfig, MultiHeadAttention, TextDataset, Transformer,
+                         TransformerConfig, generate, sample_next)
 
 V = 7
 
@@ -62,6 +62,12 @@ def test_transformer_config_refuses(field, value, needle):
     with pytest.raises(ValueError, match="TransformerConfig") as e:
         TransformerConfig(**{"n_head": 2, "n_embd": 8, field: value})
     assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("n_embd, n_head", [(8, 0), (8, -2), (0, 2), (8, 2.0)])
+def test_multi_head_attention_refuses_bad_sizes(n_embd, n_head):
+    with pytest.raises(ValueError, match="MultiHeadAttention: n_(embd|head) must be a positive integer"):
+        MultiHeadAttention(n_embd, n_head)
 
 
 # ----------------------------------------------------------------------------- forward
