@@ -483,3 +483,43 @@ def test_malformed_training_state_is_one_line_on_resume(saved, change, needle):
     edit_meta(saved, change)
     r = invoke("train", "--out", saved, "--resume", "--max-iters", 4, "--no-progress")
     one_error_line(r, "--resume", needle)
+
+
+@pytest.mark.parametrize("text, needle", [("{not json", "not valid JSON"), ("[1, 2]", "not a"), ("", "not valid JSON")])
+def test_meta_that_is_not_a_json_object_is_one_line(saved, text, needle):
+    (saved / "meta.json").write_text(text)
+    one_error_line(sample_error(saved), needle)
+    one_error_line(invoke("train", "--out", saved, "--resume", "--no-progress"), needle)
+
+
+def meta_paths(meta, prefix=()):
+    """Every key of meta.json, and the keys inside its configs and file tables."""
+    for k, v in meta.items():
+        yield prefix + (k,)
+        if isinstance(v, dict) and k in ("model_config", "train_config", "files", "data", "optim"):
+            yield from meta_paths(v, prefix + (k,))
+
+
+def test_no_mistyped_or_missing_meta_key_crashes_the_cli(saved, tmp_path):
+    """Each key of meta.json in turn set to null, to a string or deleted: `tx sample` and
+    `tx train --resume` either work or fail with one line, never a traceback."""
+    import shutil
+    meta = json.loads((saved / "meta.json").read_text())
+    crashes = []
+    for path in meta_paths(meta):
+        for value in (None, "x", KeyError):
+            folder = tmp_path / "case"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(saved, folder)
+
+            def change(m):
+                for k in path[:-1]:
+                    m = m[k]
+                m.pop(path[-1]) if value is KeyError else m.__setitem__(path[-1], value)
+            edit_meta(folder, change)
+            for args in (["sample", "--ckpt", folder, "--max-new-tokens", 2],
+                         ["train", "--out", folder, "--resume", "--max-iters", 3, "--no-progress"]):
+                r = invoke(*args)
+                if r.exception is not None and not isinstance(r.exception, SystemExit):
+                    crashes.append((path, value, args[0], repr(r.exception)))
+    assert not crashes, crashes

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import os
 import pathlib
 import signal
@@ -39,12 +40,17 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.min_lr is None:
             self.min_lr = self.lr / 10
-        for f in ("max_iters", "eval_interval", "eval_iters", "batch_size"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"TrainConfig: {f} must be positive, got {getattr(self, f)}")
+        for f, least in (("max_iters", 1), ("eval_interval", 1), ("eval_iters", 1), ("batch_size", 1),
+                         ("warmup_iters", 0), ("seed", 0)):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
+                raise ValueError(f"TrainConfig: {f} must be an integer >= {least}, got {v!r}")
         for f in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            if not 0 <= getattr(self, f) < math.inf:          # also refuses NaN
-                raise ValueError(f"TrainConfig: {f} must be a finite number >= 0, got {getattr(self, f)}")
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < math.inf:   # also refuses NaN
+                raise ValueError(f"TrainConfig: {f} must be a finite number >= 0, got {v!r}")
+        if len(self.betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig: betas must be two numbers in [0, 1), got {self.betas!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -110,7 +116,8 @@ class Trainer:
                  device=None, overwrite=False):
         self.cfg, self.data, self.out = train_config, dataset, pathlib.Path(out_dir)
         self.progress, self.callback = progress, callback
-        self.notes, self.interrupted_at, self._updating, self._in_step = [], None, False, False
+        self.notes, self.interrupted_at = [], None
+        self._step_start, self._updating = None, False      # where the step in progress began; mid-update?
         if not resume and not overwrite and holds_run(self.out):
             raise CheckpointError(f"{self.out} already holds a training run; resume=True continues it, "
                                   "overwrite=True starts again")
@@ -223,7 +230,7 @@ class Trainer:
                 f.write(_strict_json(row) + "\n")
 
     def train_step(self):
-        self._in_step = (self.rng.bit_generator.state, backend.get_rng_state())   # to undo a half step
+        self._step_start = (self.rng.bit_generator.state, backend.get_rng_state())   # to undo a half step
         x, y = self.data.get_batch("train", self.cfg.batch_size, self.model.config.block_size, self.rng)
         self.optimizer.lr = lr_at(self.step, self.cfg)
         _, loss = self.model(x, y)
@@ -240,7 +247,7 @@ class Trainer:
         self._updating = True                    # from here until step += 1 the state is half-updated
         self.optimizer.step()
         self.step += 1
-        self._updating = self._in_step = False
+        self._step_start, self._updating = None, False
         return value
 
     def run(self):
@@ -285,10 +292,10 @@ class Trainer:
         state is torn, so the last checkpoint is kept."""
         if self._updating:
             return
-        if self._in_step:
-            self.rng.bit_generator.state, engine_state = self._in_step
+        if self._step_start is not None:
+            self.rng.bit_generator.state, engine_state = self._step_start
             backend.set_rng_state(engine_state)
-            self._in_step = False
+            self._step_start = None
         try:
             self.save(elapsed)
             self.interrupted_at = self.step
@@ -344,6 +351,8 @@ def check_meta(meta, where, resume=False):
     Raises CheckpointError naming the key."""
     def bad(what):
         raise CheckpointError(f"checkpoint: {where}: {what}")
+    if not isinstance(meta, dict):
+        bad("is not a JSON object")
     mc = meta.get("model_config")
     if not isinstance(mc, dict):
         bad("model_config is missing or not an object")
@@ -362,12 +371,17 @@ def check_meta(meta, where, resume=False):
     if len(vocab) != config.vocab_size:
         bad(f"vocab has {len(vocab)} characters but model_config.vocab_size is {config.vocab_size}")
     if resume:
+        if isinstance(meta.get("train_config"), dict):
+            try:
+                TrainConfig(**meta["train_config"])
+            except (TypeError, ValueError) as e:
+                bad(f"train_config: {e}")
         for key, kind in _RESUME_KEYS.items():
             if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), kind):
                 bad(f"{key} is missing or mistyped (got {type(meta.get(key)).__name__})")
         if meta["step"] < 0:
             bad(f"step must be >= 0, got {meta['step']}")
-        if "optim" not in meta.get("files", {}):
+        if not isinstance(meta.get("files"), dict) or "optim" not in meta["files"]:
             bad("holds no optimizer state, so the run cannot be resumed")
     return config
 
