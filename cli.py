@@ -5,7 +5,7 @@
     tx graph PRESET [--out FILE] [--collapse N]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
-    tx train [--data FILE] [--out DIR] [--max-iters N] [model options]
+    tx train [--data FILE] [--out DIR] [--max-iters N] [--resume | --overwrite] [model options]
     tx sample [--ckpt DIR] [--prompt TEXT] [--max-new-tokens N]
     tx seq2seq [--steps N] [--max-len N]
     tx figures --out DIR [--only NAME ...]
@@ -218,8 +218,9 @@ def train(data, out_dir, resume, overwrite, progress, device, **options):
         raise OneLineUsageError("--resume continues the run in --out, --overwrite starts it again: pass one")
     if not resume and not overwrite and holds_run(out_dir):
         step = _checkpoint_step(out_dir)
-        _fail(f"--out {out_dir} already holds a training run{f' (checkpoint at step {step})' if step is not None else ''}; "
-              "pass --resume to continue it or --overwrite to start again")
+        at = f" (checkpoint at step {step})" if step is not None else ""
+        _fail(f"--out {out_dir} already holds a training run{at}; pass --resume to continue it or --overwrite "
+              "to start again")
     if resume:
         options = _resume_options(click.get_current_context(), pathlib.Path(out_dir), options)
     (max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay, grad_clip, seed, block_size,

@@ -163,7 +163,8 @@ def load_checkpoint(ckpt_dir):
         raise CheckpointError(f"checkpoint: {where} is not a {FORMAT} file")
     unknown = sorted(set(meta["files"]) - {"model", "optim"})
     if unknown or "model" not in meta["files"]:
-        raise CheckpointError(f"checkpoint: {where}: files must name 'model' (and 'optim'), got {sorted(meta['files'])}")
+        raise CheckpointError(f"checkpoint: {where}: files must name 'model' (and 'optim'), "
+                              f"got {sorted(meta['files'])}")
     if "optim" in meta["files"] and not isinstance(meta.get("optim"), dict):
         raise CheckpointError(f"checkpoint: {where}: names an optimizer file but has no 'optim' state")
 

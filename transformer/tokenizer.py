@@ -28,9 +28,10 @@ class CharTokenizer:
         """ids -> text. An id outside [0, vocab_size) or a non-integer is an error, never wrapped
         around (chars[-1]) or truncated (int(1.7))."""
         ids = list(ids)
-        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(self.chars)]
+        V = len(self.chars)
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < V]
         if bad:
-            raise ValueError(f"CharTokenizer.decode: token ids must be integers in [0, {len(self.chars)}), "
+            raise ValueError(f"CharTokenizer.decode: token ids must be integers in [0, {V}), "
                              f"got {bad[0]!r}")
         return "".join(self.chars[int(i)] for i in ids)
 
