@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/tx gradcheck
 	$(BIN)/tx graph attention --out demo/attention.svg
 	$(BIN)/tx explore attention --out demo/backprop.html
-	OPENBLAS_NUM_THREADS=1 $(BIN)/tx train --out demo/run $(DEMO_GPT)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/tx train --out demo/run --overwrite $(DEMO_GPT)
 	@echo "--- a sample from the trained model:"
 	OPENBLAS_NUM_THREADS=1 $(BIN)/tx sample --ckpt demo/run --prompt "ROMEO:" --max-new-tokens 300 --seed 1337
 	@echo ""

@@ -5,7 +5,7 @@
     tx graph PRESET [--out FILE] [--collapse N|repeats|SCOPE] [--rankdir TB|LR]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
-    tx train [--data FILE] [--out DIR] [--max-iters N] [model options]
+    tx train [--data FILE] [--out DIR] [--max-iters N] [--resume | --overwrite] [model options]
     tx sample [--ckpt DIR] [--prompt TEXT] [--max-new-tokens N]
     tx seq2seq [--steps N] [--max-len N]
     tx figures --out DIR [--only NAME ...]
@@ -17,7 +17,12 @@ of them, and none of them imports it.
 """
 import contextlib
 import difflib
+import importlib.util
+import json
+import math
+import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import time
@@ -27,7 +32,9 @@ import numpy as np
 
 import tinygrad_tx
 from tinygrad_tx import selfcheck
-from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, generate, load_model
+from transformer import (CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, TrainingDiverged, generate,
+                         load_model)
+from transformer.train import check_meta, holds_run
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
 from viz import explore, format_step, frame_graph, render, trace_backward
@@ -47,6 +54,8 @@ class TxGroup(click.Group):
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             raise OneLineUsageError(f"{e.format_message()} (see: {where} --help)") from None
+        except tinygrad_tx.backend.DeviceError as e:      # e.g. TX_DEVICE=gpu without CuPy, in any command
+            raise click.ClickException(str(e)) from None
 
 
 @click.group(cls=TxGroup, context_settings={"help_option_names": ["-h", "--help"]},
@@ -60,6 +69,10 @@ def main():
     Example:
       tx gradcheck             check every op's backward against finite differences
     """
+    env = os.environ.get("TX_DEVICE")
+    if env is not None and env not in tinygrad_tx.backend.DEVICES:
+        raise OneLineUsageError(f"TX_DEVICE={env!r} is not a device; set it to "
+                                f"{' or '.join(tinygrad_tx.backend.DEVICES)}, or unset it")
 
 
 class OneLineUsageError(click.UsageError):
@@ -67,6 +80,23 @@ class OneLineUsageError(click.UsageError):
 
     def show(self, file=None):
         click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf: FloatRange lets nan through (every
+    comparison with nan is False) and inf through an open upper end."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
+
+
+# the option types shared by every command: one definition each
+SEED = click.IntRange(0, 2 ** 32 - 1)                  # numpy and torch seeds are unsigned 32-bit
+COUNT = click.IntRange(1)
+PROBABILITY = FiniteFloatRange(0, 1, max_open=True)
 
 
 def _check_case_names(names):
@@ -121,12 +151,12 @@ def _fail(message):
 
 
 def _check_device(device):
-    """Fail early, in one line, when the GPU cannot be used."""
-    if device == "gpu":
+    """Fail early, in one line, when the GPU cannot be used (asked for by --device or $TX_DEVICE)."""
+    if (device or tinygrad_tx.backend.default_device()) == "gpu":
         try:
             tinygrad_tx.backend.cupy_module()
         except tinygrad_tx.backend.DeviceError as e:
-            _fail(str(e))
+            _fail(f"{'--device gpu' if device else 'TX_DEVICE=gpu'}: {e}")
 
 
 def _writable_dir(path):
@@ -150,21 +180,23 @@ Examples:
               help="Text file to train on (default: the shipped tinyshakespeare).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
               help="Folder for checkpoint and metrics.jsonl.")
-@click.option("--max-iters", default=2000, show_default=True, type=click.IntRange(1))
-@click.option("--eval-interval", default=250, show_default=True, type=click.IntRange(1))
-@click.option("--eval-iters", default=20, show_default=True, type=click.IntRange(1), help="Batches per evaluation.")
-@click.option("--batch-size", default=12, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--max-iters", default=2000, show_default=True, type=COUNT)
+@click.option("--eval-interval", default=250, show_default=True, type=COUNT)
+@click.option("--eval-iters", default=20, show_default=True, type=COUNT, help="Batches per evaluation.")
+@click.option("--batch-size", default=12, show_default=True, type=COUNT)
+@click.option("--lr", default=1e-3, show_default=True, type=FiniteFloatRange(min=0, min_open=True))
 @click.option("--warmup-iters", default=100, show_default=True, type=click.IntRange(0))
-@click.option("--weight-decay", default=0.1, show_default=True, type=click.FloatRange(min=0))
-@click.option("--grad-clip", default=1.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--seed", default=1337, show_default=True, type=int)
-@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--block-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--n-layer", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--n-head", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--n-embd", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--weight-decay", default=0.1, show_default=True, type=FiniteFloatRange(min=0))
+@click.option("--grad-clip", default=1.0, show_default=True, type=FiniteFloatRange(min=0))
+@click.option("--seed", default=1337, show_default=True, type=SEED)
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint in --out; options you leave out take the checkpoint's values.")
+@click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run (replacing it).")
+@click.option("--block-size", default=64, show_default=True, type=COUNT)
+@click.option("--n-layer", default=4, show_default=True, type=COUNT)
+@click.option("--n-head", default=4, show_default=True, type=COUNT)
+@click.option("--n-embd", default=128, show_default=True, type=COUNT)
+@click.option("--dropout", default=0.0, show_default=True, type=PROBABILITY)
 @click.option("--bias/--no-bias", default=True, show_default=True)
 @click.option("--norm", type=click.Choice(["pre", "post"]), default="pre", show_default=True)
 @click.option("--pos", type=click.Choice(["learned", "sinusoidal"]), default="learned", show_default=True)
@@ -175,14 +207,27 @@ Examples:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
-def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay,
-          grad_clip, seed, resume, block_size, n_layer, n_head, n_embd, dropout, bias, norm, pos, activation,
-          tie_weights, causal, progress, device):
+def train(data, out_dir, resume, overwrite, progress, device, **options):
     """Train a character-level GPT (nanoGPT's char recipe), printing the final val_loss.
 
     Evaluates train/val loss every --eval-interval steps on fixed batches, appends them to
     OUT/metrics.jsonl and writes a checkpoint (OUT/meta.json + arrays) that `tx sample` reads.
+    An OUT that already holds a run is refused unless --resume or --overwrite. Ctrl-C saves a
+    checkpoint at the current step; a NaN/inf loss stops the run (the last good checkpoint stays).
     """
+    if resume and overwrite:
+        raise OneLineUsageError("--resume continues the run in --out, --overwrite starts it again: pass one")
+    if not resume and not overwrite and holds_run(out_dir):
+        step = _checkpoint_step(out_dir)
+        at = f" (checkpoint at step {step})" if step is not None else ""
+        _fail(f"--out {out_dir} already holds a training run{at}; pass --resume to continue it or --overwrite "
+              "to start again")
+    if resume:
+        options = _resume_options(click.get_current_context(), pathlib.Path(out_dir), options)
+    (max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay, grad_clip, seed, block_size,
+     n_layer, n_head, n_embd, dropout, bias, norm, pos, activation, tie_weights, causal) = (
+        options[k] for k in TRAIN_OPTIONS + MODEL_OPTIONS)
+    trainer = None
     try:
         dataset = TextDataset.from_file(data)
         shortest = min(len(dataset.train), len(dataset.val))
@@ -197,21 +242,97 @@ def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, w
                             grad_clip=grad_clip, seed=seed)
         out = _writable_dir(out_dir)
         _check_device(device)
-        trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress, device=device)
+        trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress, device=device,
+                          overwrite=overwrite)
+        for note in trainer.notes:
+            click.echo(f"note: {note}", err=True)
         click.echo(f"training {trainer.model.num_parameters():,} parameters on {len(dataset.train):,} "
                    f"characters; step {trainer.step} -> {max_iters}", err=True)
         last = trainer.run()
     except UnicodeDecodeError as e:
         _fail(f"--data {data}: not UTF-8 text ({e.reason} at byte {e.start})")
+    except TrainingDiverged as e:
+        step = _checkpoint_step(out_dir)
+        _fail(f"training stopped: {e}; the last good checkpoint (step {step}) is kept in {out_dir}; "
+              "try a smaller --lr or a --grad-clip")
     except (OSError, ValueError, CheckpointError, tinygrad_tx.backend.DeviceError) as e:
         _fail(str(e))
     except MemoryError:
         _fail(f"out of memory: the attention scores alone hold batch_size x n_head x block_size^2 = "
               f"{batch_size * n_head * block_size ** 2:,} numbers per layer; use a smaller --block-size or --batch-size")
     except KeyboardInterrupt:
-        _fail(f"interrupted; resume from the last checkpoint with: tx train --out {out_dir} --resume")
+        _interrupted(trainer, out_dir, data, device)
     click.echo(f"step {last['step']}  train_loss {last['train_loss']:.4f}  val_loss {last['val_loss']:.4f}  "
                f"({last['elapsed']:.1f} s)")
+
+
+MODEL_OPTIONS = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "norm", "pos", "activation",
+                 "tie_weights", "causal")
+TRAIN_OPTIONS = ("max_iters", "eval_interval", "eval_iters", "batch_size", "lr", "warmup_iters", "weight_decay",
+                 "grad_clip", "seed")
+
+
+def _checkpoint_step(out_dir):
+    """The step of the checkpoint in out_dir, or None (no readable meta.json)."""
+    try:
+        step = json.loads((pathlib.Path(out_dir) / "meta.json").read_text())["step"]
+        return step if isinstance(step, int) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _resume_options(ctx, out, options):
+    """--resume: an option left at its default takes the checkpoint's value; one passed on
+    the command line must equal it (except --max-iters, which extends the run)."""
+    where = out / "meta.json"
+    try:
+        meta = json.loads(where.read_text())
+        check_meta(meta, where, resume=True)
+    except (OSError, ValueError):
+        return options                            # the Trainer says what is missing or broken
+    except CheckpointError as e:
+        _fail(f"--resume: {e}")
+    saved = {**meta["model_config"], **meta["train_config"]}
+    params = {p.name: p for p in ctx.command.params}
+    options = dict(options)
+    for name in TRAIN_OPTIONS + MODEL_OPTIONS:
+        if name not in saved:
+            continue
+        if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT,
+                                              click.core.ParameterSource.DEFAULT_MAP):
+            options[name] = saved[name]
+        elif name != "max_iters" and options[name] != saved[name]:
+            show = lambda v: _flag(params[name], v)            # noqa: E731
+            raise OneLineUsageError(f"--resume: {params[name].opts[0]}: the checkpoint has {show(saved[name])}, "
+                                    f"you passed {show(options[name])}; leave the option out to keep the "
+                                    f"checkpoint's, or start a new run in another --out")
+    return options
+
+
+def _flag(param, value):
+    """How a value is spelled on the command line: --bias / --no-bias for on/off flags."""
+    if param.secondary_opts and isinstance(value, bool):
+        return param.opts[0] if value else param.secondary_opts[0]
+    return str(value)
+
+
+def _interrupted(trainer, out_dir, data, device=None):
+    """Ctrl-C: say where the run stopped and print the command that continues it on a line of
+    its own (the progress bar was closed first); exit status 130, as for SIGINT."""
+    command = "tx train --out " + shlex.quote(str(out_dir)) + " --resume"
+    command += f" --data {shlex.quote(str(data))}" if data else ""
+    command += f" --device {device}" if device else ""
+    if trainer is None:
+        click.echo("\ninterrupted before training started; nothing was written", err=True)
+    elif trainer.interrupted_at is not None:
+        click.echo(f"\ninterrupted: saved a checkpoint at step {trainer.interrupted_at} in {out_dir}. "
+                   "To continue:", err=True)
+        click.echo(command, err=True)
+    else:
+        click.echo(f"\ninterrupted at step {trainer.step}; the last checkpoint (step {_checkpoint_step(out_dir)}) "
+                   "is kept. To continue from it:", err=True)
+        click.echo(command, err=True)
+    sys.exit(130)
 
 
 @main.command(epilog="""\b
@@ -222,10 +343,10 @@ Examples:
               help="Checkpoint folder written by tx train (its --out).")
 @click.option("--prompt", default="\n", show_default="a newline", help="Text to continue.")
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(0))
-@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0),
+@click.option("--temperature", default=0.8, show_default=True, type=FiniteFloatRange(min=0),
               help="0 means greedy (argmax).")
-@click.option("--top-k", default=None, type=click.IntRange(1), help="Sample only among the k most likely.")
-@click.option("--seed", default=1337, show_default=True, type=int)
+@click.option("--top-k", default=None, type=COUNT, help="Sample only among the k most likely.")
+@click.option("--seed", default=1337, show_default=True, type=SEED)
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step (no KV cache).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
@@ -246,33 +367,46 @@ def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache,
     if len(ids) > model.config.block_size:   # generate() crops the context, as nanoGPT does
         click.echo(f"note: the prompt has {len(ids)} characters, more than the model's block size "
                    f"{model.config.block_size}; only the last {model.config.block_size} condition the sample", err=True)
-    out = generate(model, np.array([ids]), max_new_tokens, temperature=temperature, top_k=top_k,
-                   rng=np.random.default_rng(seed), use_cache=not no_cache)
-    click.echo(tok.decode(out[0]))
+    # stream: the prompt, then each character as soon as it is sampled (click.echo flushes)
+    click.echo(prompt, nl=False)
+    generate(model, np.array([ids]), max_new_tokens, temperature=temperature, top_k=top_k,
+             rng=np.random.default_rng(seed), use_cache=not no_cache,
+             on_token=lambda new: click.echo(tok.decode(new), nl=False))
+    click.echo("")
 
 
 @main.command(epilog="""\b
 Examples:
   tx seq2seq                         train on reversing digit strings, report held-out accuracy
-  tx seq2seq --steps 300 --max-len 5""")
-@click.option("--steps", default=1500, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+  tx seq2seq --steps 600 --max-len 5     learns the task in seconds: 100% of held-out strings""")
+@click.option("--steps", default=1500, show_default=True, type=COUNT)
+@click.option("--batch-size", default=64, show_default=True, type=COUNT)
 @click.option("--max-len", default=8, show_default=True, type=click.IntRange(1, 30))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--progress/--no-progress", default=True)
 def seq2seq(steps, batch_size, max_len, seed, progress):
     """Train the encoder-decoder transformer to reverse digit strings and report exact-match
-    accuracy on strings it never saw (greedy decoding)."""
+    accuracy on strings it never saw (greedy decoding). Prints a few of them as
+    `input -> predicted (expected) ok/wrong`."""
+    _check_device(None)
     model, result = train_reverse(steps=steps, batch_size=batch_size, max_len=max_len, seed=seed, progress=progress)
-    src, _, tgt = make_batch(np.random.default_rng(seed + 2), 3, 1, max_len, held_out=True)
+    src, _, tgt = make_batch(np.random.default_rng(seed + 2), 5, 1, max_len, held_out=True)
     pred = model.greedy_decode(src, BOS, max_len=tgt.shape[1], eos_id=EOS)
-    for s, p in zip(src, pred):
-        click.echo(f"  {_digits(s)}  ->  {_digits(p)}")
-    click.echo(f"final train_loss {result['train_loss']:.4f}  held-out exact_match {result['exact_match']:.3f}")
+    for s, p, t in zip(src, pred, tgt):
+        got, want = _digits(p), _digits(t)
+        click.echo(f"  {_digits(s):>{max_len}} -> {got:<{max_len}} ({want}) {'ok' if got == want else 'wrong'}")
+    click.echo(f"final train_loss {result['train_loss']:.4f}  held-out exact_match {result['exact_match']:.3f} "
+               f"({result['exact_match']:.1%} of 500 strings never trained on)")
 
 
 def _digits(tokens):
-    return "".join(str(int(t) - DIGIT0) for t in tokens if int(t) >= DIGIT0) if len(tokens) else ""
+    """The digits of a token row, up to its first non-digit (EOS or padding)."""
+    out = []
+    for t in tokens:
+        if int(t) < DIGIT0:
+            break
+        out.append(str(int(t) - DIGIT0))
+    return "".join(out)
 
 
 # ---- viz: graph / step / explore
@@ -363,7 +497,7 @@ Examples:
 @click.option("--max-nodes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to draw more nodes than this (default: 300; no limit with --collapse 0).")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
 def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed):
     """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
     gradient in red), one node per op, modules grouped by scope. PRESET is one of the examples
@@ -403,7 +537,7 @@ Examples:
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None,
               help="Layout direction of the --out frames (default: the preset's own, TB for most).")
 @click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
 def step_cmd(preset, show_all, out_dir, collapse, rankdir, seed):
     """Step through the backward pass of PRESET one op at a time, from the loss back to the
     inputs: the gradient arriving at each op's output, what it sends to each input, and the
@@ -442,7 +576,7 @@ Examples:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file to write (default: PRESET.html).")
 @click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
 def explore_cmd(preset, out, collapse, rankdir, seed):
     """Write one self-contained HTML page (works offline) to step through the backward pass of
     PRESET: Prev/Next or the arrow keys move from op to op, the current op is outlined in red,
@@ -466,7 +600,7 @@ Examples:
               help="Folder to write the figures into (created if missing). Required.")
 @click.option("--only", "names", multiple=True, metavar="NAME",
               help="Write only this figure, named by its file (attention.svg, scaling.png, ...); repeatable.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every figure's numbers.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every figure's numbers.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def figures_cmd(out_dir, names, seed, progress):
     """Write the figures of docs/backprop.md: computation graphs as SVG, plots as PNG, and the
@@ -495,9 +629,9 @@ Examples:
   tx bench --config baby --generate      also 200-token generation with and without the KV cache
   tx bench --device gpu                  on the GPU (CuPy) against torch CUDA""")
 @click.option("--config", type=click.Choice(["baby", "large", "both"]), default="baby", show_default=True)
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--steps", default=None, type=click.IntRange(1), help="Timed steps per process.")
-@click.option("--threads", default=None, type=click.IntRange(1), help="BLAS/torch threads (default: all cores).")
+@click.option("--rounds", default=3, show_default=True, type=COUNT)
+@click.option("--steps", default=None, type=COUNT, help="Timed steps per process.")
+@click.option("--threads", default=None, type=COUNT, help="BLAS/torch threads (default: all cores).")
 @click.option("--generate", is_flag=True, help="Also time generating 200 tokens.")
 @click.option("--no-torch", is_flag=True, help="Time only tinygrad_tx.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
@@ -510,6 +644,9 @@ def bench(config, rounds, steps, threads, generate, no_torch, device):
     script = pathlib.Path(__file__).resolve().parent / "bench" / "gpt_step.py"
     if not script.is_file():
         _fail(f"tx bench needs the source checkout (no {script})")
+    if not no_torch and importlib.util.find_spec("torch") is None:
+        _fail("tx bench compares with PyTorch, which is not installed here: pip install torch, "
+              "or pass --no-torch to time tinygrad_tx alone")
     _check_device(device)
     args = [sys.executable, str(script), "--config", config, "--rounds", str(rounds)]
     args += ["--steps", str(steps)] if steps else []

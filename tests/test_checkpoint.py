@@ -87,6 +87,7 @@ def test_loader_never_unpickles(tmp_path):
     name = meta["files"]["model"]
     (tmp_path / name).write_bytes(data)
     meta["sha256"][name] = ckpt.hashlib.sha256(data).hexdigest()          # the checksum passes
+    meta["bytes"][name] = len(data)                                       # and the size
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="cannot read"):
         load_checkpoint(tmp_path)
@@ -97,7 +98,10 @@ def test_truncated_array_file_fails_checksum(tmp_path):
     save_checkpoint(tmp_path, small_model().state_dict(), {"step": 0})
     path = tmp_path / json.loads((tmp_path / "meta.json").read_text())["files"]["model"]
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(CheckpointError, match="checksum"):
+    with pytest.raises(CheckpointError, match="has .* bytes.*truncated"):        # caught by its size, unread
+        load_checkpoint(tmp_path)
+    path.write_bytes(b"\0" * json.loads((tmp_path / "meta.json").read_text())["bytes"][path.name])
+    with pytest.raises(CheckpointError, match="checksum"):                     # right size, wrong content
         load_checkpoint(tmp_path)
 
 
@@ -190,21 +194,37 @@ def metrics_rows(out_dir):
     return rows
 
 
-def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
+@pytest.mark.parametrize("where", ["after-step", "mid-step"])
+def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path, where):
+    """Ctrl-C saves a checkpoint at the step it lands on (6), not at the last evaluation (4):
+    after step 6 (from the callback), or inside step 7 once its batch was drawn (the half
+    step is undone: the batch RNG goes back to where step 7 started)."""
     model_cfg, train_cfg, ds = trainer_configs()
     a = Trainer(model_cfg, train_cfg, ds, tmp_path / "a", progress=False)
     a.run()
 
     def interrupt(step, loss):
-        if step == 6:
+        if step == 6 and where == "after-step":
             raise KeyboardInterrupt
 
     out_b = tmp_path / "b"
+    interrupted = Trainer(model_cfg, train_cfg, ds, out_b, progress=False, callback=interrupt)
+    if where == "mid-step":
+        real_get_batch = ds.get_batch
+
+        def get_batch(split, *args):
+            batch = real_get_batch(split, *args)
+            if split == "train" and interrupted.step == 6:
+                raise KeyboardInterrupt
+            return batch
+        interrupted.data = type("Data", (), {"get_batch": staticmethod(get_batch), "tokenizer": ds.tokenizer,
+                                             "sha256": ds.sha256, "num_chars": ds.num_chars})()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(model_cfg, train_cfg, ds, out_b, progress=False, callback=interrupt).run()
-    assert load_checkpoint(out_b)[1]["step"] == 4                          # the last checkpoint
+        interrupted.run()
+    assert interrupted.interrupted_at == 6
+    assert load_checkpoint(out_b)[1]["step"] == 6                          # the step Ctrl-C landed on
     b = Trainer(model_cfg, train_cfg, ds, out_b, resume=True, progress=False)
-    assert b.step == 4
+    assert b.step == 6
     b.run()
 
     assert a.step == b.step == 12
@@ -225,7 +245,8 @@ def test_resume_with_a_different_model_config_is_refused(tmp_path):
     train_cfg.max_iters = 1
     Trainer(model_cfg, train_cfg, ds, tmp_path, progress=False).run()
     other_cfg = trainer_configs(n_embd=8)[0]
-    with pytest.raises(CheckpointError, match="model config"):
+    with pytest.raises(CheckpointError, match="model config") as e:
         Trainer(other_cfg, train_cfg, ds, tmp_path, resume=True, progress=False)
+    assert str(e.value).endswith("n_embd: checkpoint has 16, requested 8")   # the one field, not both dicts
     with pytest.raises(CheckpointError, match="resume"):
         Trainer(model_cfg, train_cfg, ds, tmp_path / "empty", resume=True, progress=False)

@@ -8,6 +8,7 @@ What "block size exceeded" means on the command line:
   * tx sample: a prompt longer than the model's block size is not an error: generation keeps
     the last block_size characters as context (as nanoGPT does), and a note on stderr says so.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,7 @@ def test_usage_errors_are_one_line_too(args, needle):
 
 # ----------------------------------------------------------------------------- real process
 TX = Path(sys.executable).parent / "tx"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(not TX.exists(), reason="the `tx` console script is not installed next to this Python")
@@ -237,3 +239,145 @@ def test_commands_that_use_randomness_take_seed(command):
 @pytest.mark.parametrize("command", [c for c in WRITES if c in cli.main.commands])
 def test_output_paths_are_called_out(command):
     assert "--out" in option_flags(command)
+
+
+# ----------------------------------------------------------------------------- every option is checked
+def seed_args(command, tmp_path):
+    """A run of `command` that would be valid but for its --seed."""
+    return {"train": ["train", "--out", tmp_path / "run"], "sample": ["sample", "--ckpt", tmp_path],
+            "seq2seq": ["seq2seq"], "graph": ["graph", "neuron", "--out", tmp_path / "g.svg"],
+            "step": ["step", "neuron", "--all"], "explore": ["explore", "neuron", "--out", tmp_path / "p.html"],
+            "figures": ["figures", "--out", tmp_path / "figs"]}[command]
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "--seed" in option_flags(c)])
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "abc"])
+def test_bad_seed_is_a_usage_error_on_every_command(command, seed, tmp_path):
+    result = invoke(*seed_args(command, tmp_path), "--seed", seed)
+    assert result.exit_code == 2
+    assert_one_line_error(result, "--seed")
+    assert not list(tmp_path.iterdir())                            # nothing written
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--max-iters", "0"], "--max-iters"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--eval-interval", "-1"], "--eval-interval"),
+    (["train", "--n-head", "0"], "--n-head"),
+    (["train", "--n-embd", "0"], "--n-embd"),
+    (["train", "--block-size", "0"], "--block-size"),
+    (["train", "--warmup-iters", "-1"], "--warmup-iters"),
+    (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--weight-decay", "nan"], "--weight-decay"),
+    (["train", "--grad-clip", "inf"], "--grad-clip"),
+    (["train", "--dropout", "1"], "--dropout"),
+    (["train", "--dropout", "nan"], "--dropout"),
+    (["sample", "--temperature", "nan"], "--temperature"),
+    (["sample", "--temperature", "inf"], "--temperature"),
+    (["sample", "--temperature", "-0.5"], "--temperature"),
+    (["sample", "--top-k", "-2"], "--top-k"),
+    (["sample", "--top-k", "2.5"], "--top-k"),
+    (["sample", "--max-new-tokens", "-1"], "--max-new-tokens"),
+    (["seq2seq", "--steps", "0"], "--steps"),
+    (["seq2seq", "--batch-size", "0"], "--batch-size"),
+    (["seq2seq", "--max-len", "0"], "--max-len"),
+    (["bench", "--rounds", "0"], "--rounds"),
+    (["bench", "--steps", "0"], "--steps"),
+    (["bench", "--threads", "0"], "--threads"),
+])
+def test_every_option_is_checked_with_its_name(args, needle, tmp_path):
+    result = invoke(*args, *(["--out", tmp_path / "run"] if args[0] == "train" else []))
+    assert result.exit_code == 2
+    assert_one_line_error(result, needle)
+
+
+# ----------------------------------------------------------------------------- TX_DEVICE
+def test_tx_device_bogus_is_one_line_on_every_command():
+    for args in (["gradcheck", "--op", "add"], ["train", "--max-iters", "1"], ["sample"], ["seq2seq"],
+                 ["graph", "neuron"]):
+        result = CliRunner().invoke(cli.main, args, env={"TX_DEVICE": "bogus"})
+        assert_one_line_error(result, "TX_DEVICE='bogus'", "cpu or gpu")
+
+
+@pytest.mark.skipif(cli.tinygrad_tx.backend.gpu_available(), reason="CuPy and a GPU are here")
+@pytest.mark.parametrize("args", [["train", "--max-iters", "1"], ["sample"], ["seq2seq", "--steps", "1"],
+                                  ["bench", "--no-torch"], ["gradcheck", "--op", "add"]])
+def test_tx_device_gpu_without_cupy_is_one_line(args, tmp_path, monkeypatch):
+    if args[0] == "train":
+        args = [*args, "--out", str(tmp_path / "run")]
+    monkeypatch.setenv("TX_DEVICE", "gpu")
+    monkeypatch.setattr(cli.tinygrad_tx.backend, "_default_device", "gpu")   # as read from TX_DEVICE at import
+    assert_one_line_error(CliRunner().invoke(cli.main, args), "CuPy")
+
+
+def run_tx(*args, env=None):
+    return subprocess.run([str(TX), *map(str, args)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
+
+
+@pytest.mark.skipif(not TX.exists(), reason="the `tx` console script is not installed next to this Python")
+@pytest.mark.parametrize("args, env, needle", [
+    (["sample"], {"TX_DEVICE": "bogus"}, "TX_DEVICE='bogus'"),
+    (["seq2seq", "--steps", "1"], {"TX_DEVICE": "gpu"}, "gpu"),
+    (["sample", "--temperature", "nan"], {}, "--temperature"),
+    (["train", "--lr", "inf"], {}, "--lr"),
+    (["graph", "neuron", "--seed", "-1"], {}, "--seed"),
+], ids=["device-bogus", "device-gpu", "temperature-nan", "lr-inf", "seed-negative"])
+def test_the_installed_tx_prints_one_line_and_no_traceback(args, env, needle, tmp_path):
+    if env.get("TX_DEVICE") == "gpu" and cli.tinygrad_tx.backend.gpu_available():
+        pytest.skip("CuPy and a GPU are here")
+    proc = run_tx(*args, env=env)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], proc.stderr
+
+
+# ----------------------------------------------------------------------------- bench without torch
+def test_bench_without_torch_says_so_and_fails(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)               # `import torch` now fails
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda args: calls.append(args) or 0)
+    assert_one_line_error(invoke("bench"), "PyTorch", "not installed", "--no-torch")
+    assert calls == []
+    with pytest.raises(SystemExit):                                # --no-torch needs no torch
+        cli.main(["bench", "--no-torch"], standalone_mode=False)
+    assert calls and "--no-torch" in calls[0]
+
+
+# ----------------------------------------------------------------------------- sample streams
+def test_sample_prints_each_token_as_it_is_generated(checkpoint, monkeypatch):
+    seen = []
+    real_generate = cli.generate
+
+    def spying_generate(*args, on_token, **kw):
+        def on_token_then_look(ids):
+            on_token(ids)
+            sys.stdout.flush()
+            seen.append(sys.stdout.buffer.getvalue().decode())       # what the user sees so far
+        return real_generate(*args, on_token=on_token_then_look, **kw)
+    monkeypatch.setattr(cli, "generate", spying_generate)
+    result = invoke("sample", "--ckpt", checkpoint, "--prompt", "To", "--max-new-tokens", 6, "--temperature", 0)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 6
+    assert [len(s) for s in seen] == [3, 4, 5, 6, 7, 8]             # one more character after each token
+    assert all(s.startswith("To") for s in seen)
+    assert result.output == seen[-1] + "\n"
+
+
+# ----------------------------------------------------------------------------- seq2seq shows the answers
+def test_seq2seq_prints_input_prediction_expected_and_verdict():
+    import re
+    result = invoke("seq2seq", "--steps", 2, "--batch-size", 4, "--max-len", 4, "--no-progress")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "->" in line]
+    assert len(rows) == 5
+    for line in rows:
+        m = re.fullmatch(r"\s*(\d+) -> (\d*)\s+\((\d+)\) (ok|wrong)", line)
+        assert m, line
+        src, got, want, verdict = m.groups()
+        assert want == src[::-1]
+        assert verdict == ("ok" if got == want else "wrong")
+    assert "exact_match" in result.output

@@ -129,3 +129,20 @@ def test_resume_refuses_changed_training_settings(tmp_path):
         Trainer(mc, TrainConfig(max_iters=4, eval_iters=1, batch_size=3), ds, tmp_path, resume=True, progress=False)
     # a longer max_iters is allowed: that is how a finished run is extended
     Trainer(mc, TrainConfig(max_iters=4, eval_iters=1, batch_size=2), ds, tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_the_readme_seq2seq_example_learns_the_task():
+    """README's `tx seq2seq` example must show the task learned, not 7.6%: run the command its
+    table shows and read the accuracy it prints."""
+    import re
+    import shlex
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `tx seq2seq`"))
+    command = re.findall(r"`(tx seq2seq[^`]*)`", row)[-1]
+    r = CliRunner().invoke(main, shlex.split(command)[1:] + ["--no-progress"])
+    assert r.exit_code == 0, r.output
+    accuracy = float(re.search(r"held-out exact_match ([\d.]+)", r.output).group(1))
+    assert accuracy >= 0.95, (command, r.output)
+    assert sum(line.endswith(" ok") for line in r.output.splitlines()) >= 4, r.output

@@ -5,6 +5,7 @@ Attention is a soft key/value lookup: each query is compared with every key (a d
 softmax turns the scores into weights that sum to 1, and the output is the weighted sum of the
 values. The T x T score matrix is why attention costs O(T^2)."""
 import math
+import numbers
 
 from tinygrad_tx import Tensor, backend, concat, is_fused, nn
 from tinygrad_tx.ops.fused import AttentionWeights, SelfAttention
@@ -91,6 +92,9 @@ class MultiHeadAttention(nn.Module):
     (C, 2C) on the encoder output ("memory"). c_proj (C, C) is W_O, mixing the heads."""
 
     def __init__(self, n_embd, n_head, causal=False, cross=False, bias=True, dropout=0.0):
+        for name, n in (("n_embd", n_embd), ("n_head", n_head)):
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+                raise ValueError(f"MultiHeadAttention: {name} must be a positive integer, got {n!r}")
         if n_embd % n_head:
             raise ValueError(f"MultiHeadAttention: n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_embd, self.n_head, self.causal, self.cross = n_embd, n_head, causal, cross

@@ -3,6 +3,7 @@ h.{i}.attn.c_attn, h.{i}.attn.c_proj, h.{i}.ln_2, h.{i}.mlp.c_fc, h.{i}.mlp.c_pr
 lm_head). Linear weights are (in, out): y = x @ W + b."""
 import dataclasses
 import math
+import numbers
 
 from tinygrad_tx import Tensor, backend, functional as F, nn
 
@@ -26,25 +27,40 @@ class GPTConfig:
     causal: bool = True             # False only to demonstrate leakage of the future
 
     def __post_init__(self):
-        problems = []
-        for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if int(getattr(self, f)) <= 0:
-                problems.append(f"{f} must be positive, got {getattr(self, f)}")
-        if self.n_head > 0 and self.n_embd % self.n_head:
-            problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        problems = config_problems(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"),
+                                   ("bias", "tie_weights", "causal"))
         if self.norm not in ("pre", "post"):
             problems.append(f"norm must be 'pre' or 'post', got {self.norm!r}")
         if self.pos not in ("learned", "sinusoidal"):
             problems.append(f"pos must be 'learned' or 'sinusoidal', got {self.pos!r}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if problems:
             raise ValueError("GPTConfig: " + "; ".join(problems))
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def config_problems(cfg, sizes, flags):
+    """What is wrong with a model config's sizes (positive Python/numpy ints, not bools), its
+    on/off flags (bools), dropout (a number in [0, 1); NaN is not) and n_embd / n_head."""
+    problems = []
+    for f in sizes:
+        v = getattr(cfg, f)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            problems.append(f"{f} must be an integer, got {v!r}")
+        elif v <= 0:
+            problems.append(f"{f} must be positive, got {v}")
+    for f in flags:
+        if not isinstance(getattr(cfg, f), bool):
+            problems.append(f"{f} must be True or False, got {getattr(cfg, f)!r}")
+    d = cfg.dropout
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0 <= d < 1:
+        problems.append(f"dropout must be a number in [0, 1), got {d!r}")
+    if not any(p.startswith(("n_embd", "n_head")) for p in problems) and cfg.n_embd % cfg.n_head:
+        problems.append(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}")
+    return problems
 
 
 class TiedHead(nn.Module):
@@ -65,6 +81,8 @@ def as_ids(idx, what="idx", device="cpu"):
         raise TypeError(f"{what}: token ids must be integers, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{what}: expected shape (B, T), got {tuple(arr.shape)}")
+    if 0 in arr.shape:          # T = 0 has no token to predict from, B = 0 no sequence: a mean over nothing
+        raise ValueError(f"{what}: empty (B, T) = {tuple(arr.shape)}; need at least one sequence of at least one token")
     return arr
 
 

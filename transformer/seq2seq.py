@@ -10,11 +10,12 @@ Training uses teacher forcing: the decoder input is the TRUE target shifted righ
 so all positions train in parallel; the causal mask keeps each position from seeing its own
 answer. Inference is autoregressive: feed back the decoder's own previous outputs."""
 import dataclasses
+import numbers
 
 from tinygrad_tx import backend, functional as F, nn, no_grad
 
 from .blocks import ACTIVATIONS, Block
-from .gpt import as_ids, init_gpt_weights
+from .gpt import as_ids, config_problems, init_gpt_weights
 from .masks import padding_mask
 from .positional import SinusoidalPositions
 
@@ -35,10 +36,15 @@ class TransformerConfig:
     pad_id: int = 0
 
     def __post_init__(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(f"TransformerConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        problems = config_problems(self, ("src_vocab_size", "tgt_vocab_size", "block_size", "n_layer", "n_head",
+                                          "n_embd"), ("bias",))
+        vocab = None if problems else min(self.src_vocab_size, self.tgt_vocab_size)
+        if isinstance(self.pad_id, bool) or not isinstance(self.pad_id, int) or vocab and not 0 <= self.pad_id < vocab:
+            problems.append(f"pad_id must be a token id in both vocabularies, got {self.pad_id!r}")
         if self.activation not in ACTIVATIONS or self.norm not in ("pre", "post") or self.pos not in ("learned", "sinusoidal"):
-            raise ValueError(f"TransformerConfig: bad norm/pos/activation {self.norm!r}/{self.pos!r}/{self.activation!r}")
+            problems.append(f"bad norm/pos/activation {self.norm!r}/{self.pos!r}/{self.activation!r}")
+        if problems:
+            raise ValueError("TransformerConfig: " + "; ".join(problems))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -102,6 +108,12 @@ class Transformer(nn.Module):
     def greedy_decode(self, src, bos_id, max_len, eos_id=None):
         """Autoregressive inference: start from BOS, append the argmax token, repeat.
         Returns (B, <= max_len) int array of generated tokens (without BOS)."""
+        V = self.config.tgt_vocab_size
+        if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 0:
+            raise ValueError(f"greedy_decode: max_len must be an integer >= 0, got {max_len!r}")
+        for name, tok in (("bos_id", bos_id), ("eos_id", eos_id)):
+            if (tok is not None or name == "bos_id") and not (isinstance(tok, numbers.Integral) and 0 <= tok < V):
+                raise ValueError(f"greedy_decode: {name} must be a target token id in [0, {V}), got {tok!r}")
         with no_grad():
             memory, src_mask = self.encode(src)
             xp = backend.array_module(memory.data)

@@ -1,5 +1,6 @@
 """Character-level tokenizer: every distinct character is one token id."""
 import json
+import numbers
 
 
 class CharTokenizer:
@@ -24,6 +25,14 @@ class CharTokenizer:
         return [self.stoi[ch] for ch in text]
 
     def decode(self, ids):
+        """ids -> text. An id outside [0, vocab_size) or a non-integer is an error, never wrapped
+        around (chars[-1]) or truncated (int(1.7))."""
+        ids = list(ids)
+        V = len(self.chars)
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < V]
+        if bad:
+            raise ValueError(f"CharTokenizer.decode: token ids must be integers in [0, {V}), "
+                             f"got {bad[0]!r}")
         return "".join(self.chars[int(i)] for i in ids)
 
     def to_json(self):
