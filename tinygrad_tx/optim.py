@@ -11,10 +11,9 @@ class Optimizer:
     state. Pass a list of tensors, or a list of dicts to give groups their own settings."""
 
     def __init__(self, params, defaults):
-        if isinstance(params, Tensor):         # as torch: a lone tensor would iterate its rows
-            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or dicts, got a single "
-                            f"Tensor of shape {params.shape}; pass [tensor]")
-        params = list(params)
+        # one tensor is one parameter (iterating it would walk its rows and train nothing);
+        # torch refuses it, we take it as [tensor], as clip_grad_norm_ does in both
+        params = [params] if isinstance(params, Tensor) else list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
@@ -32,13 +31,17 @@ class Optimizer:
 
     def _check_hyperparameters(self, group):
         """Refuse settings that make the update meaningless, naming the argument and its value:
-        lr, weight_decay, momentum finite and >= 0; eps >= 0; each beta in [0, 1)."""
+        lr, weight_decay, momentum finite and >= 0; eps finite and > 0 (torch allows 0, but then a
+        parameter whose gradient is exactly 0 updates by 0 / 0 = NaN); each beta in [0, 1)."""
         name = type(self).__name__
         for key in ("lr", "weight_decay", "momentum", "eps"):
             if key in group:
                 v = group[key]
                 if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
                     raise ValueError(f"{name}: invalid {key}={v!r} (must be a finite number >= 0)")
+        if "eps" in group and not group["eps"] > 0:
+            raise ValueError(f"{name}: invalid eps={group['eps']!r} (must be > 0: with 0, a zero gradient "
+                             "updates by 0 / 0 = NaN)")
         if "betas" in group:
             betas = group["betas"]
             if len(betas) != 2:
@@ -157,10 +160,11 @@ class AdamW(Optimizer):
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients together so their global L2 norm is at most max_norm (as
     torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6)). Returns the norm
-    before clipping. `params`: tensors (a list or a generator) or one tensor; max_norm >= 0
-    (inf: only measure the norm)."""
-    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm >= 0:
-        raise ValueError(f"clip_grad_norm_: invalid max_norm={max_norm!r} (must be a number >= 0)")
+    before clipping. `params`: tensors (a list or a generator) or one tensor; max_norm > 0
+    (inf: only measure the norm; 0, which torch allows, would silently zero every gradient)."""
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm > 0:
+        raise ValueError(f"clip_grad_norm_: invalid max_norm={max_norm!r} (must be a number > 0; "
+                         "inf only measures the norm)")
     params = [params] if isinstance(params, Tensor) else list(params)   # a generator is used up once
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
