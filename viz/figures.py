@@ -95,11 +95,12 @@ def softmax_jacobian_png(out_dir, seed):
 
 
 # ----------------------------------------------------------------------------- 4. masking
-SCORE_TOKENS = ["the", "cat", "sat", "on", "it"]
+SCORE_TOKENS = [f"pos {t}" for t in range(5)]   # random q, k, v: positions, not words
 
 
 def score_grads_data(seed=0):
-    """One causal head on 5 tokens (hs = 4): (scores, weights, dL/dscores), float64."""
+    """One causal head on 5 positions with random unit-normal q, k, v and upstream gradient
+    (hs = 4, no trained model): (scores, weights, dL/dscores), float64."""
     rng = np.random.default_rng(seed)
     T, hs = len(SCORE_TOKENS), 4
     q, k, v, up = (rng.normal(size=(T, hs)) for _ in range(4))
@@ -119,8 +120,9 @@ def score_grads_png(out_dir, seed):
                           norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound), fmt="{:+.2f}")
     ax_g.set_title("dL/dscores (before the mask and softmax)", fontsize=10)
     fig.colorbar(im_g, ax=ax_g, label="gradient", shrink=0.8)
-    fig.suptitle("one causal attention head on 5 tokens: hatched cells were set to -inf, so their weight "
-                 "and their gradient are exactly 0", fontsize=10)
+    fig.suptitle("one causal attention head on 5 positions, random q, k, v (no trained model): hatched cells "
+                 "were set to -inf,\nso their weight and their gradient are exactly 0; each gradient row sums to 0",
+                 fontsize=10)
     return _save_png(fig, out_dir / "score_grads.png")
 
 
@@ -136,8 +138,11 @@ def layernorm_terms_png(out_dir, seed):
 
 
 # ----------------------------------------------------------------------------- 8. block, GPT
+PE_PAIR, PE_SHIFT = 4, 3                       # the (sin, cos) pair and the shift the rotation panel draws
+
+
 def positional_encoding_png(out_dir, seed):
-    fig = plots.positional_encoding_heatmap(T=48, C=64, interleaved=False)
+    fig = plots.positional_encoding_figure(T=48, C=64, pair=PE_PAIR, k=PE_SHIFT)
     return _save_png(fig, out_dir / "positional_encoding.png")
 
 
