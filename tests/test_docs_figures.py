@@ -130,20 +130,57 @@ def test_scaling_table_matches_scaling_stats():
 
 
 # ----------------------------------------------------------------------------- the snippets
+def python_blocks(text):
+    """[(section heading, code)] for every ```python block of a markdown text, in order."""
+    blocks, heading = [], ""
+    for part in re.split(r"^(## .+)$", text, flags=re.M):
+        if part.startswith("## "):
+            heading = part[3:].strip()
+            continue
+        blocks += [(heading, code) for code in re.findall(r"^```python\n(.*?)^```", part, flags=re.S | re.M)]
+    return blocks
+
+
+def shown_outputs(code):
+    """The outputs a block claims: the text of every comment in it (after `# `, stripped)."""
+    return [line.split("#", 1)[1].strip() for line in code.splitlines() if "#" in line]
+
+
+def unclaimed(printed, code):
+    """Printed lines that no comment of the block shows: each printed line must begin some
+    comment (`print(a.grad)  # 4.0 2.0`, or `# [[0 0 0 1 1]` under a print of an array)."""
+    comments = shown_outputs(code)
+    return [line for line in (raw.strip() for raw in printed.splitlines())
+            if line and not any(c.startswith(line) for c in comments)]
+
+
+def test_unclaimed_output_is_caught():
+    code = "print(a.grad)      # 4.0 2.0\nprint(x)\n# [[0 0 0 1 1]\n#  [0 0 0 0 0]]"
+    assert unclaimed("4.0 2.0\n[[0 0 0 1 1]\n [0 0 0 0 0]]\n", code) == []
+    assert unclaimed("4.0 3.0\n", code) == ["4.0 3.0"]
+    assert unclaimed("False\n", "print(ok)   # True") == ["False"]
+
+
 def test_backprop_md_snippets_run(tmp_path, monkeypatch):
-    """Every ```python block of backprop.md, in order, in one namespace, in an empty folder.
-    Every check the blocks print must come out True."""
-    blocks = re.findall(r"^```python\n(.*?)^```", WALKTHROUGH.read_text(encoding="utf-8"), flags=re.S | re.M)
+    """Every ```python block of backprop.md, in order, in one namespace, in an empty folder;
+    each block prints only what its comments show (the derivation checker's table excepted:
+    it prints a report), and writes its files into the walkthrough's scratch folder."""
+    blocks = python_blocks(WALKTHROUGH.read_text(encoding="utf-8"))
     assert len(blocks) >= 10
     monkeypatch.chdir(tmp_path)
-    namespace, out = {"__name__": "backprop_md"}, io.StringIO()
-    for i, block in enumerate(blocks):
+    namespace, everything = {"__name__": "backprop_md"}, []
+    for i, (heading, block) in enumerate(blocks):
+        out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(block, f"docs/backprop.md python block {i + 1}", "exec"), namespace)
-    printed = out.getvalue()
-    assert "False" not in printed, printed
+            exec(compile(block, f"docs/backprop.md python block {i + 1} ({heading})", "exec"), namespace)
+        everything.append(out.getvalue())
+        if not heading.endswith("Check your own derivation"):
+            assert unclaimed(out.getvalue(), block) == [], f"block {i + 1} ({heading}) printed:\n{out.getvalue()}"
+    printed = "".join(everything)
     assert "True" in printed and "DIFFERENT" in printed               # the derivation checker's wrong case
-    assert (tmp_path / "my_neuron.svg").is_file() and (tmp_path / "my_gpt.svg").is_file()
+    scratch = namespace["scratch"]                                    # the walkthrough's scratch folder
+    assert (scratch / "my_neuron.svg").is_file() and (scratch / "my_gpt.svg").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []           # nothing written to the working folder
 
 
 # ----------------------------------------------------------------------------- the CLI
