@@ -148,6 +148,7 @@ def positional_encoding_png(out_dir, seed):
 
 # ----------------------------------------------------------------------------- 9. training
 LEAK_PROMPT = "ROMEO:"
+LEAK_TEMPERATURE = 0.8                          # sampled text: greedy decoding of a small model loops
 LEAK_TEXT = "First Citizen:\nB"                  # 16 characters = block_size, for attention_heads.png
 
 
@@ -155,8 +156,10 @@ LEAK_TEXT = "First Citizen:\nB"                  # 16 characters = block_size, f
 def leakage_runs(seed=0, max_iters=300):
     """Train two tiny GPTs (2 layers, 2 heads, C = 32, T = 16) on the shipped Shakespeare with
     the same seed and data, one WITH and one WITHOUT the causal mask. Returns {causal: run},
-    run = {"rows": metrics rows, "model", "sample": greedy text, "generation_loss": the loss
-    scored the way generation sees the model (prefixes only, last position)}."""
+    run = {"rows": metrics rows, "model", "sample": greedy text, "sampled": text sampled at
+    LEAK_TEMPERATURE, "generation_loss": the loss on a fixed validation batch scored the way
+    generation sees the model (prefixes only, last position), "parallel_loss": the loss on the
+    same batch scored in one parallel pass (equal to generation_loss for a causal model)}."""
     data = TextDataset.from_file()
     V = data.tokenizer.vocab_size
     x, y = data.get_batch("val", 16, 16, np.random.default_rng(seed + 7))             # (B, T) fixed batch
@@ -173,10 +176,14 @@ def leakage_runs(seed=0, max_iters=300):
             rows = plots._read_rows(out / "metrics.jsonl")
             model = trainer.model.eval()
             text = data.tokenizer.decode(generate(model, prompt, 80, temperature=0)[0])
+            sampled = data.tokenizer.decode(generate(model, prompt, 80, temperature=LEAK_TEMPERATURE,
+                                                     rng=np.random.default_rng(seed))[0])
             with no_grad(), fused_ops():
                 gen = [F.cross_entropy(model(x[:, :t])[:, -1, :], y[:, t - 1]).item() for t in range(1, 17)]
+                parallel = F.cross_entropy(model(x), y).item()          # the same batch, all positions at once
             runs[causal] = {"rows": rows, "model": model, "tokenizer": data.tokenizer, "sample": text,
-                            "generation_loss": float(np.mean(gen))}
+                            "sampled": sampled, "generation_loss": float(np.mean(gen)),
+                            "parallel_loss": parallel}
     return runs
 
 
@@ -202,16 +209,18 @@ def leakage_curves_png(out_dir, seed):
 
 def leakage_samples_txt(out_dir, seed):
     runs = leakage_runs(seed)
-    lines = [f"Greedy samples (temperature 0, {80} new characters after the prompt {LEAK_PROMPT!r}), generated one",
-             "character at a time with the KV cache, from two tiny GPTs trained for 300 steps on the shipped",
-             "Shakespeare with the same seed and data; only the causal mask differs.", ""]
+    lines = [f"Samples of 80 new characters after the prompt {LEAK_PROMPT!r}, generated one character at a time",
+             "with the KV cache, from two tiny GPTs trained for 300 steps on the shipped Shakespeare with the",
+             f"same seed and data; only the causal mask differs. Greedy: temperature 0; sampled: temperature",
+             f"{LEAK_TEMPERATURE}, seed {seed}.", ""]
     for causal, label in ((True, "WITH the causal mask"), (False, "WITHOUT the causal mask (the future leaks)")):
         r = runs[causal]
         last = r["rows"][-1]
         lines += [f"--- trained {label}",
                   f"    final train loss {last['train_loss']:.2f}, val loss {last['val_loss']:.2f} (both scored in parallel);",
-                  f"    scored as generation runs it (prefix only): {r['generation_loss']:.2f}",
-                  r["sample"], ""]
+                  f"    on one fixed validation batch: {r['parallel_loss']:.2f} scored in parallel, "
+                  f"{r['generation_loss']:.2f} scored as generation runs it (prefix only)",
+                  "greedy:", r["sample"], f"sampled (temperature {LEAK_TEMPERATURE}):", r["sampled"], ""]
     path = out_dir / "leakage_samples.txt"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
