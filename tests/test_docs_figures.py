@@ -116,17 +116,30 @@ def test_score_gradients_are_exactly_zero_where_masked():
 
 
 def test_scaling_table_matches_scaling_stats():
-    """The table in section 5 is scaling_stats() rounded as printed."""
-    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|$",
+    """The table in section 5 is scaling_stats() rounded as printed: score spreads, softmax
+    entropies and Jacobian sizes sum |J|, unscaled and scaled."""
+    rows = re.findall(r"^\|\s*(\d+)\s*" + r"\|\s*([\d.]+)\s*" * 6 + r"\|$",
                       WALKTHROUGH.read_text(encoding="utf-8"), flags=re.M)
     stats = scaling_stats()
     assert [int(r[0]) for r in rows] == list(stats)
-    for d, unscaled, scaled, h_unscaled, h_scaled in rows:
+    keys = ("unscaled_std", "scaled_std", "unscaled_entropy", "scaled_entropy", "unscaled_jacobian", "scaled_jacobian")
+    for d, *shown_values in rows:
         s = stats[int(d)]
-        for shown, key in ((unscaled, "unscaled_std"), (scaled, "scaled_std"),
-                           (h_unscaled, "unscaled_entropy"), (h_scaled, "scaled_entropy")):
+        for shown, key in zip(shown_values, keys):
             decimals = len(shown.split(".")[1])
             assert float(shown) == round(s[key], decimals), f"d_k={d} {key}: table {shown}, computed {s[key]}"
+
+
+def test_scaling_jacobian_size_is_sum_of_abs_jacobian():
+    """scaling_stats' closed form 2 (1 - sum p^2) is sum_ij |J_ij| of the softmax Jacobian."""
+    from viz.plots import softmax_jacobian
+    rng = np.random.default_rng(1)
+    for z in rng.normal(size=(5, 8)) * 4:
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        assert np.isclose(np.abs(softmax_jacobian(z)).sum(), 2 * (1 - (p ** 2).sum()), rtol=0, atol=1e-12)
+    one = scaling_stats(d_ks=(4,), n=50)[4]
+    assert 0 < one["unscaled_jacobian"] < one["scaled_jacobian"] < 2 * (1 - 1 / 8)
 
 
 # ----------------------------------------------------------------------------- the snippets
