@@ -264,6 +264,18 @@ def test_leakage_and_cross_attention_show_what_the_text_says(built):
     assert leaky["generation_loss"] > masked["generation_loss"] + 1.0
     samples = (built[0] / "leakage_samples.txt").read_text(encoding="utf-8")
     assert masked["sample"] in samples and leaky["sample"] in samples
+    assert masked["sampled"] in samples and leaky["sampled"] in samples
+    # a causal model scores the same in parallel and from prefixes, by construction
+    assert abs(masked["parallel_loss"] - masked["generation_loss"]) < 1e-5
+    assert leaky["generation_loss"] > 10 * leaky["parallel_loss"]
+    # the numbers section 9 quotes
+    text = sections(WALKTHROUGH.read_text(encoding="utf-8"))["9. Parallel training, autoregressive generation, leakage"]
+    quoted = (f"train loss of {masked['rows'][-1]['train_loss']:.2f}",
+              f"scores {masked['parallel_loss']:.2f} in one\nparallel pass and {masked['generation_loss']:.2f}",
+              f"reaches {leaky['rows'][-1]['train_loss']:.2f} when trained, and {leaky['parallel_loss']:.2f} in parallel",
+              f"but {leaky['generation_loss']:.2f} when scored")
+    missing = [q for q in quoted if q not in text]
+    assert not missing, missing
 
     weights, src, tgt_in, pred, result = FIG.cross_attention_data(0)
     n = len(tgt_in) - 1                                               # source length
