@@ -2,13 +2,15 @@
 
 The notebook is written from the cells below, so it can be reviewed (and diffed) as code:
 
-    python docs/notebooks/build_notebook.py            # (re)write backprop.ipynb
-    python docs/notebooks/build_notebook.py --check    # exit 1 if backprop.ipynb is out of date
+    python docs/notebooks/build_notebook.py               # (re)write backprop.ipynb, executed
+    python docs/notebooks/build_notebook.py --no-execute  # the cells only, without outputs
+    python docs/notebooks/build_notebook.py --check       # exit 1 if its cells are out of date
 
-The written notebook has no outputs (commit-ready); run it in Jupyter to see the graphs and the
-figures inline. tests/test_notebook.py executes it top to bottom and checks that this script
-reproduces the committed file. Every code cell that makes a claim also checks it numerically
-(float64, so exact identities are exact).
+The committed notebook is executed (with nbclient, in a "python3" kernel) and carries its
+outputs, so it reads with every graph and figure on a code host without running anything.
+tests/test_notebook.py checks that this script's cells are the committed cells, that the
+committed file has its outputs, and executes it afresh top to bottom. Every code cell that
+makes a claim also checks it numerically (float64, so exact identities are exact).
 
 Shapes: B batch, T time, C channels, H heads, hs head size (C // H), V vocab, N rows.
 """
@@ -63,6 +65,7 @@ code(r"""
 import math
 import warnings
 
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bar; we train with progress=False
 import numpy as np
 
 import tinygrad_tx
@@ -76,7 +79,6 @@ tinygrad_tx.set_default_dtype("float64")   # exact identities below are checked 
 tinygrad_tx.manual_seed(0)                 # parameter initialisation
 rng = np.random.default_rng(0)             # every other random number
 np.set_printoptions(precision=4, suppress=True)
-warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bar; we train with progress=False
 """)
 
 # ============================================================================= 1. scalars
@@ -686,7 +688,7 @@ md(r"""
 
 # ============================================================================= writing
 def build():
-    """The notebook as an nbformat node: no outputs, stable cell ids (so rebuilding it is
+    """The notebook as an nbformat node: no outputs yet, stable cell ids (so its cells are
     byte-for-byte reproducible)."""
     nb = new_notebook()
     nb.metadata = {
@@ -702,24 +704,41 @@ def build():
     return nb
 
 
-def render():
-    """The notebook file's exact text."""
-    return nbformat.writes(build()) + "\n"
+def execute(nb):
+    """Run every cell in a fresh "python3" kernel from this folder; the outputs stay in nb.
+    No timing metadata, so two runs differ only where an output itself differs."""
+    import nbclient
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
+                                     record_timing=False, resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+    nb.metadata = build().metadata                # keep the kernelspec, drop the kernel's version details
+    return nb
+
+
+def cells(nb):
+    """[(cell type, id, source)]: what the generator decides, outputs aside."""
+    return [(c.cell_type, c.id, c.source) for c in nb.cells]
+
+
+def render(executed=False):
+    """The notebook file's exact text (executed: with outputs)."""
+    nb = build()
+    return nbformat.writes(execute(nb) if executed else nb) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the notebook on disk is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the notebook's cells on disk are out of date")
+    parser.add_argument("--no-execute", action="store_true", help="write the cells without running them")
     args = parser.parse_args(argv)
-    text = render()
     if args.check:
-        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
-        if current != text:
+        current = nbformat.read(NOTEBOOK, as_version=4) if NOTEBOOK.exists() else None
+        if current is None or cells(current) != cells(build()):
             print(f"{NOTEBOOK} is out of date: run python {pathlib.Path(__file__).as_posix()}", file=sys.stderr)
             return 1
         print(f"{NOTEBOOK.name} is up to date")
         return 0
-    NOTEBOOK.write_text(text, encoding="utf-8")
+    NOTEBOOK.write_text(render(executed=not args.no_execute), encoding="utf-8")
     print(f"wrote {NOTEBOOK}")
     return 0
 
