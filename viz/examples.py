@@ -202,6 +202,8 @@ PRESETS = {
 
 # How each preset is drawn, by `tx graph` and in docs/figures alike. Unlisted options take
 # draw_graph's defaults; rankdir is top to bottom unless a preset reads better left to right.
+# The module presets, whose figures are about structure (shapes, residual adds), show value
+# statistics instead of grids: that halves their height (docs/backprop.md reads their shapes).
 DRAW_DEFAULTS = {
     "neuron": dict(title="a neuron: loss = (tanh(w.x + b) - y)^2", rankdir="LR"),
     "mlp": dict(title="a two-layer MLP: pred = tanh(x W1 + b1) W2 + b2, mean squared error"),
@@ -209,12 +211,12 @@ DRAW_DEFAULTS = {
     "masked-softmax": dict(title="causal masked softmax (3 x 3): -inf in, exact zeros (and zero gradients) out"),
     "attention": dict(title="one causal attention head, T = 4: dL/dx adds the q, k and v paths"),
     "multihead": dict(title="multi-head attention: C = 8, H = 2 heads of hs = 4",
-                      collapse=["attn.c_attn", "attn.c_proj"]),
-    "layernorm": dict(title="layer norm of x (B, T, C) = (2, 4, 6): mean and variance per token"),
+                      collapse=["attn.c_attn", "attn.c_proj"], values="stats"),
+    "layernorm": dict(title="layer norm of x (B, T, C) = (2, 4, 6): mean and variance per token", values="stats"),
     "gpt-block": dict(title="one pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))",
-                      collapse=["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"]),
+                      collapse=["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"], values="stats"),
     "gpt": dict(title="a whole GPT, one box per module: 2 blocks, C = 8, V = 11, T = 6",
-                collapse=["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"]),
+                collapse=["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"], values="stats"),
 }
 
 
