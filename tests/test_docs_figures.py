@@ -5,6 +5,7 @@ quotes come from the code; and every ```python block of the walkthrough runs as 
 The full build (two tiny models are trained) runs once per test process, in a module-scoped
 fixture, and the tests that need it are marked slow."""
 import contextlib
+import html
 import io
 import pathlib
 import re
@@ -104,6 +105,18 @@ def test_reuse_figure_draws_one_arrow_per_use(tmp_path):
     assert max(edges.count(e) for e in set(edges)) == 2               # a -> Add twice, b -> Add twice
     grads = re.findall(r'fill="#c0392b">([^<]*)</text>', svg)                # text in the gradient colour
     assert "4" in grads and "2" in grads
+
+
+def test_matmul_and_broadcast_figures_show_the_captions_numbers(tmp_path):
+    """Section 2's captions: W's gradient (0, 0) is 1 * 1 + 0 * 0 = 1; b's gradient sums the
+    upstream rows [1, 2, 3] + [10, 20, 30] = [11, 22, 33]."""
+    mm, bc = FIG.make_figures(tmp_path, ["matmul.svg", "broadcast.svg"], progress=False)
+    grads = re.findall(r'fill="#c0392b">([^<]*)</text>', bc.read_text(encoding="utf-8"))
+    assert ["11", "22", "33"] == [g for g in grads if g in ("11", "22", "33")]
+    grads = [html.unescape(g) for g in re.findall(r'fill="#c0392b">([^<]*)</text>', mm.read_text(encoding="utf-8"))]
+    x_grad, w_grad = grads[2:8], grads[9:15]                           # after each box's "grad" label
+    assert x_grad == ["1", "0.5", "0", "-2", "4", "2"]                 # dL/dY W^T
+    assert w_grad == ["1", "0", "2", "2", "0", "-2"]                   # X^T dL/dY: (0, 0) = 1 * 1 + 0 * 0
 
 
 # ----------------------------------------------------------------------------- numbers in the text
