@@ -320,26 +320,32 @@ S9 = "9. Parallel training, autoregressive generation, leakage"
 S10 = "10. The encoder-decoder"
 
 FIGURES = collections.OrderedDict([
-    ("neuron.svg", (S1, "graph of (tanh(w.x + b) - y)^2 after backward: values and gradients", _preset_svg("neuron"))),
+    ("neuron.svg", (S1, "graph of (tanh(w.x + b) - y)^2 after backward, with section 1's numbers",
+                    _preset_svg("neuron"))),
     ("reuse.svg", (S1, "b = a + a; c = b + b: gradients accumulate on reuse (dc/da = 4)", reuse_svg)),
     ("matmul.svg", (S2, "Y = X W: dL/dX = dL/dY W^T, dL/dW = X^T dL/dY, shapes included", matmul_svg)),
     ("broadcast.svg", (S2, "bias add: the broadcast input's gradient is summed over the copies", broadcast_svg)),
     ("softmax_jacobian.png", (S3, "the softmax Jacobian diag(p) - p p^T as a heatmap", softmax_jacobian_png)),
     ("softmax-xent.svg", (S3, "cross-entropy from primitives: log-softmax, pick, mean", _preset_svg("softmax-xent"))),
     ("masked-softmax.svg", (S4, "causal masked softmax: -inf in, exact zeros out", _preset_svg("masked-softmax"))),
-    ("score_grads.png", (S4, "attention weights and dL/dscores; masked cells exactly 0", score_grads_png)),
-    ("attention.svg", (S5, "one causal attention head, T = 4, every step with its gradient", _preset_svg("attention"))),
-    ("scaling.png", (S5, "score std and softmax entropy vs d_k, with and without 1/sqrt(d_k)", scaling_png)),
+    ("score_grads.png", (S4, "attention weights and dL/dscores for random q, k, v; masked cells exactly 0",
+                         score_grads_png)),
+    ("attention.svg", (S5, "one causal attention head, T = 4, every step with its gradient; dL/dx sums three paths",
+                       _preset_svg("attention"))),
+    ("scaling.png", (S5, "score std, softmax entropy and Jacobian size sum|J| vs d_k, with and without "
+                         "1/sqrt(d_k)", scaling_png)),
     ("multihead.svg", (S6, "multi-head attention as one projection plus reshape/transpose", _preset_svg("multihead"))),
     ("layernorm.svg", (S7, "layer norm from primitives: mean, centre, variance, rstd, scale, shift",
                        _preset_svg("layernorm"))),
     ("layernorm_terms.png", (S7, "the three terms of the layer norm backward for one token", layernorm_terms_png)),
-    ("positional_encoding.png", (S8, "the sinusoidal positional encoding table", positional_encoding_png)),
+    ("positional_encoding.png", (S8, "the sinusoidal table (sin columns first, real dims on the ticks) and "
+                                     "PE(pos + k) = R_k PE(pos)", positional_encoding_png)),
     ("gpt-block.svg", (S8, "one pre-norm block: residual adds around attention and the MLP", _preset_svg("gpt-block"))),
     ("gpt.svg", (S8, "a whole GPT, each module collapsed to one box", _preset_svg("gpt"))),
     ("leakage_curves.png", (S9, "train/val loss with vs without the causal mask (two tiny GPTs, 300 steps)",
                             leakage_curves_png)),
-    ("leakage_samples.txt", (S9, "greedy samples of both models, generated one character at a time",
+    ("leakage_samples.txt", (S9, "greedy and sampled text of both models, and their losses scored in parallel "
+                                 "and from prefixes",
                              leakage_samples_txt)),
     ("attention_heads.png", (S9, "per-layer, per-head attention of the trained causal GPT on a line of text",
                              attention_heads_png)),
