@@ -43,6 +43,7 @@ FIGURES = {
     "positional_encoding_figure": lambda: P.positional_encoding_figure(T=12, C=16, pair=1, k=2),
     "layernorm_terms_figure": lambda: P.layernorm_terms_figure(),
     "softmax_jacobian_figure": lambda: P.softmax_jacobian_figure([0.5, -1.0, 2.0]),
+    "forward_reverse_figure": lambda: P.forward_reverse_figure(),
     "loss_curves": lambda: P.loss_curves([_rows(0.1), _rows(0.3)], ["causal", "no mask"]),
     "scaling_figure": lambda: P.scaling_figure(d_ks=(4, 16), n=200),
 }

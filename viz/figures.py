@@ -68,6 +68,10 @@ def reuse_svg(out_dir, seed):
     return _graph(c, out_dir / "reuse.svg", "reuse: b = a + a;  c = b + b;  the uses' gradients add", rankdir="LR")
 
 
+def modes_png(out_dir, seed):
+    return _save_png(plots.forward_reverse_figure(), out_dir / "modes.png")
+
+
 # ----------------------------------------------------------------------------- 2. tensors
 def matmul_svg(out_dir, seed):
     X = _leaf([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], "X")                  # (N, C_in) = (2, 3)
@@ -322,6 +326,7 @@ S10 = "10. The encoder-decoder"
 FIGURES = collections.OrderedDict([
     ("neuron.svg", (S1, "graph of (tanh(w.x + b) - y)^2 after backward, with section 1's numbers",
                     _preset_svg("neuron"))),
+    ("modes.png", (S1, "forward mode (JVP, one pass per input) vs reverse mode (VJP, one pass for all)", modes_png)),
     ("reuse.svg", (S1, "b = a + a; c = b + b: gradients accumulate on reuse (dc/da = 4)", reuse_svg)),
     ("matmul.svg", (S2, "Y = X W: dL/dX = dL/dY W^T, dL/dW = X^T dL/dY, shapes included", matmul_svg)),
     ("broadcast.svg", (S2, "bias add: the broadcast input's gradient is summed over the copies", broadcast_svg)),

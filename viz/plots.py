@@ -432,6 +432,42 @@ def softmax_jacobian_figure(z=(1.0, 2.0, 0.5, -1.0), title=None):
     return fig
 
 
+# ----------------------------------------------------------------------------- modes
+def forward_reverse_figure(names=("w", "n = w.x + b", "o = tanh(n)", "loss"), n_inputs=7, title=None):
+    """Forward mode and reverse mode on one chain of ops, as two rows of the same boxes:
+    forward mode pushes a tangent v from the input towards the loss, one Jacobian-vector
+    product (JVP) per op, and needs one pass per input direction; reverse mode pulls the
+    gradient from the loss back to the input, one vector-Jacobian product (VJP) per op, and gets
+    every input's gradient in one pass."""
+    k = len(names)
+    fig = _figure(10.5, 4.2)
+    ax = fig.subplots()
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylim(-0.4, 2.9)
+    ax.axis("off")
+    rows = ((2.0, "forward mode (JVP): one pass per input direction", "#4c72b0"),
+            (0.6, "reverse mode (VJP): one pass for every input", "#c44e52"))
+    for y, label, colour in rows:
+        ax.text(-0.6, y + 0.55, label, fontsize=10, color=colour, fontweight="bold", va="center")
+        for i, name in enumerate(names):
+            ax.text(i, y, name, ha="center", va="center", fontsize=9,
+                    bbox=dict(boxstyle="round,pad=0.4", facecolor="#eef2f8", edgecolor="#56657a"))
+    short = [name.split(" =")[0] for name in names]                   # "n = w.x + b" -> "n"
+    for i in range(1, k):
+        prev, cur = short[i - 1], short[i]
+        tangent = "v" if i == 1 else f"d{prev}"
+        ax.annotate("", (i - 0.28, 2.0), (i - 0.72, 2.0), arrowprops=dict(arrowstyle="->", color="#4c72b0", lw=1.6))
+        ax.text(i - 0.5, 1.72, f"d{cur} = J{i} {tangent}", ha="center", fontsize=8, color="#4c72b0")
+        ax.annotate("", (i - 0.72, 0.6), (i - 0.28, 0.6), arrowprops=dict(arrowstyle="->", color="#c44e52", lw=1.6))
+        upstream = "1" if i == k - 1 else f"dL/d{cur}"
+        ax.text(i - 0.5, 0.3, f"dL/d{prev} = {upstream} J{i}", ha="center", fontsize=8, color="#c44e52")
+    ax.text(-0.6, -0.25, f"J_i = d(box i) / d(box i-1), the local Jacobian of op i. With {n_inputs} inputs and 1 output (the neuron of "
+            f"Figure 1.1), forward mode needs {n_inputs} passes, reverse mode 1;\nreverse mode keeps the "
+            "forward values until its backward pass has used them.", fontsize=8, color="#333333")
+    ax.set_title(title or "forward mode vs reverse mode on one chain", fontsize=11)
+    return fig
+
+
 # ----------------------------------------------------------------------------- training
 def _read_rows(src):
     if isinstance(src, (str, pathlib.Path)):
@@ -554,5 +590,5 @@ def scaling_figure(d_ks=(4, 16, 64, 256), n=2000, seed=0, n_keys=8, title=None):
 __all__ = ["attention_heatmaps", "attention_grid", "score_gradient_heatmap", "attention_score_grads",
            "positional_encoding_heatmap", "positional_encoding_figure", "pe_shift_rotation",
            "layernorm_backward_terms", "layernorm_terms_figure",
-           "softmax_jacobian", "softmax_jacobian_figure", "loss_curves", "scaling_figure",
+           "softmax_jacobian", "softmax_jacobian_figure", "forward_reverse_figure", "loss_curves", "scaling_figure",
            "scaling_stats", "save"]
