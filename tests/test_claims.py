@@ -361,3 +361,275 @@ def test_residual_is_a_gradient_highway(float64, rng):
     x = param(rng, B, T, C)
     block(x).backward(dY)
     np.testing.assert_array_equal(x.grad, dY)
+
+
+# ----------------------------------------------------------------------------- issue 18: the walkthrough's numbers
+def assigning_backward_steps():
+    """backward_steps with its accumulation `prev + pg` replaced by plain assignment: the
+    engine section 1 warns about, built from the driver's own source so it is the same path."""
+    import inspect
+    import textwrap
+    from tinygrad_tx import autograd
+    src = textwrap.dedent(inspect.getsource(autograd.backward_steps))
+    accumulate = "pending[id(parent)] = pg if prev is None else prev + pg"
+    assert accumulate in src, "backward_steps no longer accumulates with this line: update the test"
+    namespace = dict(vars(autograd))
+    exec(src.replace(accumulate, "pending[id(parent)] = pg"), namespace)
+    return namespace["backward_steps"]
+
+
+def test_an_assigning_engine_gets_one_and_one_on_reuse(float64):
+    """Section 1: with b = a + a and c = b + b an engine that assigns instead of adding gets
+    dc/db = 1 and dc/da = 1 (not 2 and 4)."""
+    a = Tensor(3.0, requires_grad=True)
+    b = a + a
+    c = b + b
+    for _ in assigning_backward_steps()(c, np.ones(())):
+        pass
+    assert b.grad == 1.0 and a.grad == 1.0
+    a2 = Tensor(3.0, requires_grad=True)
+    b2 = a2 + a2
+    (b2 + b2).backward()
+    assert b2.grad == 2.0 and a2.grad == 4.0                             # the real driver
+
+
+def test_neuron_figure_uses_the_section_1_numbers(float64):
+    """neuron.svg (examples.neuron at seed 0) holds the values of section 1's code, so a reader
+    can check the figure by hand: n = -0.2, dL/dn = 2 (o - 1) (1 - o^2) = -2.301."""
+    from viz import examples
+    from tinygrad_tx.autograd import toposort
+    by_name = {t.name: t for t in toposort(examples.build("neuron", seed=0)) if t.name}
+    np.testing.assert_array_equal(by_name["w"].numpy(), [0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(by_name["x"].numpy(), [1.0, 2.0, 0.5])
+    assert by_name["b"].item() == 0.3
+    assert round(by_name["n"].item(), 6) == -0.2 and round(float(by_name["n"].grad), 3) == -2.301
+    assert round(float(by_name["o"].grad), 3) == -2.395
+
+
+def test_gradient_descent_step_lowers_the_neuron_loss(float64):
+    """Section 1's loop: w -= lr * w.grad lowers the loss at every step (1.4337, 0.024, 0.0196)."""
+    w, x, b = Tensor([0.5, -1.0, 2.0], requires_grad=True), Tensor([1.0, 2.0, 0.5]), Tensor(0.3, requires_grad=True)
+    losses = []
+    for _ in range(3):
+        w.zero_grad(), b.zero_grad()
+        loss = (((w * x).sum() + b).tanh() - 1.0) ** 2
+        loss.backward()
+        losses.append(round(loss.item(), 4))
+        w.data -= 0.1 * w.grad
+        b.data -= 0.1 * b.grad
+    assert losses == [1.4337, 0.024, 0.0196]
+
+
+def test_cross_entropy_error_is_bounded_by_one_per_entry_and_sqrt2_in_length(float64, rng):
+    """Section 3: p - onehot(y) has entries in [-1, 1] and length below sqrt(2); the length
+    approaches sqrt(2) when all the probability sits on one wrong class."""
+    for _ in range(20):
+        z = Tensor(rng.standard_normal((1, 6)) * 5, requires_grad=True)
+        F.cross_entropy(z, rng.integers(0, 6, size=1)).backward()
+        assert np.abs(z.grad).max() <= 1 and np.linalg.norm(z.grad) < math.sqrt(2)
+    z = Tensor([[20.0, 0.0, 0.0]], requires_grad=True)
+    F.cross_entropy(z, np.array([2])).backward()
+    assert math.isclose(np.linalg.norm(z.grad), math.sqrt(2), rel_tol=1e-8)
+
+
+def test_only_left_padding_or_empty_rows_are_fully_blocked(float64, rng):
+    """Section 4: padding_mask blocks keys, so with right padding every query still sees a real
+    key; with left padding and the causal mask the leading pad queries see nothing, and
+    scaled_dot_product_attention gives them weight 0 (a plain masked softmax gives NaN)."""
+    from transformer import combine_masks, padding_mask, scaled_dot_product_attention
+    right = combine_masks(causal_mask(5), padding_mask(lengths=[3, 5], T=5))      # (B, 1, 5, 5)
+    assert not right.all(axis=-1).any()
+    left = combine_masks(causal_mask(5), padding_mask(ids=np.array([[0, 0, 7, 8, 9]]), pad_id=0))
+    np.testing.assert_array_equal(left.all(axis=-1)[0, 0], [True, True, False, False, False])
+    q, k, v = (Tensor(rng.standard_normal((1, 1, 5, 4))) for _ in range(3))
+    _, P = scaled_dot_product_attention(q, k, v, mask=left)
+    assert np.isfinite(P.numpy()).all() and np.all(P.numpy()[0, 0, :2] == 0.0)
+    with np.errstate(invalid="ignore"):
+        plain = Tensor(rng.standard_normal((5, 5))).masked_fill(left[0, 0], float("-inf")).softmax(axis=-1)
+    assert np.isnan(plain.numpy()[:2]).all() and np.isfinite(plain.numpy()[2:]).all()
+
+
+def test_attention_figure_x_gradient_is_the_sum_of_three_paths(float64):
+    """Section 5 / attention.svg: x feeds q, k and v, so dL/dx = dQ Wq^T + dK Wk^T + dV Wv^T,
+    and each path contributes."""
+    from viz import examples
+    from tinygrad_tx.autograd import toposort
+    t = {n.name: n for n in toposort(examples.build("attention")) if n.name}
+    paths = [t[p].grad @ t["W" + p].numpy().T for p in ("q", "k", "v")]
+    np.testing.assert_allclose(t["x"].grad, sum(paths), rtol=0, atol=1e-12)
+    assert all(np.abs(g).max() > 0.1 for g in paths)
+
+
+def test_gelu_derivative_is_negative_below_about_minus_0_75(float64):
+    """Section 8: GELU'(x) = Phi(x) + x phi(x) crosses 0 near x = -0.752 and reaches its
+    minimum of about -0.129 at x = -sqrt(2); ReLU's gradient is exactly 0 for x <= 0."""
+    xs = Tensor(np.linspace(-4, 2, 6001), requires_grad=True)
+    F.gelu(xs).sum().backward()
+    d, x = xs.grad, xs.numpy()
+    crossing = x[np.nonzero(np.diff(np.sign(d)))[0]]
+    assert len(crossing) == 1 and abs(crossing[0] + 0.752) < 2e-3
+    assert abs(x[d.argmin()] + math.sqrt(2)) < 2e-3 and round(d.min(), 3) == -0.129
+    xr = Tensor(x, requires_grad=True)
+    xr.relu().sum().backward()
+    assert np.all(xr.grad[x <= 0] == 0.0) and np.all(xr.grad[x > 0] == 1.0)
+
+
+def test_embedding_backward_is_a_scatter_add(float64, rng):
+    """Section 8: repeated tokens accumulate, unseen rows get exactly 0 (np.add.at); with
+    weight tying the output layer gives every row a gradient, without it unseen rows stay 0."""
+    emb = nn.Embedding(5, 3)
+    ids = np.array([[1, 3, 1]])
+    dtok = rng.standard_normal((1, 3, 3))
+    emb(ids).backward(dtok)
+    dW = np.zeros((5, 3))
+    np.add.at(dW, ids, dtok)
+    np.testing.assert_array_equal(emb.weight.grad, dW)
+    assert not emb.weight.grad[[0, 2, 4]].any()
+    for tie in (True, False):
+        tinygrad_tx.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, tie_weights=tie))
+        idx = np.array([[1, 2, 3, 1, 2, 3, 4]])
+        model(idx[:, :-1], idx[:, 1:])[1].backward()
+        unseen = [t for t in range(11) if t not in idx[0, :-1]]
+        assert (np.abs(model.wte.weight.grad[unseen]).min() > 0) == tie
+
+
+def test_positional_encoding_shift_is_the_drawn_rotation():
+    """Section 8 / positional_encoding.png: each (sin, cos) pair shifts by k positions as
+    R_k = [[cos kw, sin kw], [-sin kw, cos kw]], the matrix the figure writes out."""
+    from viz.plots import pe_shift_rotation
+    T, C = 48, 64
+    pe = sinusoidal_table(T, C)
+    for pair, k in ((4, 3), (0, 1), (31, 20)):
+        R = pe_shift_rotation(C, pair, k)
+        np.testing.assert_allclose(pe[:T - k, 2 * pair:2 * pair + 2] @ R.T, pe[k:, 2 * pair:2 * pair + 2],
+                                   rtol=0, atol=1e-10)
+        np.testing.assert_allclose(R @ R.T, np.eye(2), atol=1e-12)            # a rotation
+
+
+def test_ignore_index_gives_padded_targets_zero_gradient(float64, rng):
+    """Section 9: targets equal to ignore_index contribute nothing: their logits' gradient is
+    exactly 0, and the mean runs over the real targets only."""
+    logits = param(rng, 2, 4, 5)
+    targets = np.array([[2, 0, -1, -1], [1, -1, 3, 4]])
+    F.cross_entropy(logits, targets, ignore_index=-1).backward()
+    assert np.all(logits.grad[targets == -1] == 0.0)
+    real = targets != -1
+    z = logits.numpy()[real]
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(logits.grad[real], (p - np.eye(5)[targets[real]]) / real.sum(), atol=1e-12)
+
+
+def test_post_norm_block_has_no_clean_identity_path(float64, rng):
+    """Section 10: with both branches silenced a pre-norm block passes dL/dy through unchanged,
+    a post-norm block does not (its residual add sits inside a layer norm)."""
+    dY = rng.standard_normal((1, 4, 8))
+    for norm, identity in (("pre", True), ("post", False)):
+        tinygrad_tx.manual_seed(0)
+        blk = Block(8, 2, causal=True, norm=norm)
+        for lin in (blk.attn.c_proj, blk.mlp.c_proj):
+            lin.weight.data[...] = 0.0
+            lin.bias.data[...] = 0.0
+        x = param(rng, 1, 4, 8)
+        blk(x).backward(dY)
+        assert np.array_equal(x.grad, dY) == identity
+
+
+def test_encoder_output_gradient_sums_over_decoder_layers(float64, rng):
+    """Section 10: memory feeds every decoder layer's cross-attention; its gradient is the sum
+    of the per-layer shares, each non-zero."""
+    from transformer import Transformer, TransformerConfig, padding_mask
+    from transformer.reverse_task import VOCAB, make_batch
+    tinygrad_tx.manual_seed(0)
+    s2s = Transformer(TransformerConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, block_size=9,
+                                        n_layer=3, n_head=2, n_embd=16))
+    src, tgt_in, tgt_out = make_batch(rng, 2, 1, 8, held_out=False)
+    memory, src_mask = s2s.encode(src)
+    tgt_mask = padding_mask(ids=tgt_in, pad_id=s2s.config.pad_id)
+
+    def loss_with(memories):
+        dec = s2s.decoder
+        h = dec.wte(tgt_in) + dec.wpe(np.arange(tgt_in.shape[1]))
+        for blk, m in zip(dec.h, memories):
+            h = blk(h, mask=tgt_mask, memory=m, memory_mask=src_mask)
+        return F.cross_entropy(s2s.lm_head(s2s.ln_f(h)), tgt_out, ignore_index=s2s.config.pad_id)
+
+    np.testing.assert_allclose(loss_with([memory] * 3).item(), s2s(src, tgt_in, tgt_out)[1].item(), rtol=1e-12)
+    shared = Tensor(memory.numpy(), requires_grad=True)
+    loss_with([shared] * 3).backward()
+    copies = [Tensor(memory.numpy(), requires_grad=True) for _ in range(3)]
+    loss_with(copies).backward()
+    np.testing.assert_allclose(shared.grad, sum(c.grad for c in copies), rtol=0, atol=1e-12)
+    assert all(np.abs(c.grad).max() > 0 for c in copies)
+
+
+def depth_gain(gain, kind, L=20, C=32, seed=0):
+    """|dL/dx_0| / |dL/dx_L| through L layers as section 11 measures it."""
+    r = np.random.default_rng(seed)
+    x0 = Tensor(r.standard_normal((8, C)), requires_grad=True)
+    h = x0
+    for _ in range(L):
+        f = h @ Tensor(r.standard_normal((C, C)) * gain / math.sqrt(C))
+        h = {"linear": f, "tanh": f.tanh(), "residual": h + f, "residual, scaled": h + f / math.sqrt(L)}[kind]
+    g = r.standard_normal(h.shape)
+    h.backward(g)
+    return float(np.linalg.norm(x0.grad) / np.linalg.norm(g))
+
+
+def test_gradients_through_depth_vanish_explode_or_stay(float64):
+    """Section 11: a plain stack scales the gradient like gain^L, tanh vanishes even at gain 2,
+    an unscaled residual stack explodes, a residual stack with 1/sqrt(L) branches stays within 5x."""
+    L = 20
+    for gain in (0.5, 2.0):
+        ratio = depth_gain(gain, "linear", L)
+        assert 0.1 < ratio / gain ** L < 10, (gain, ratio)
+    assert depth_gain(0.5, "tanh") < 1e-5 and depth_gain(2.0, "tanh") < 1e2 < depth_gain(2.0, "linear")
+    assert depth_gain(1.0, "residual") > 100 and depth_gain(2.0, "residual") > 1e6
+    for gain in (0.5, 1.0, 2.0):
+        assert 1.0 <= depth_gain(gain, "residual, scaled") < 5.0
+
+
+def test_clipping_keeps_the_direction_and_caps_the_norm(float64):
+    """Section 11: clip_grad_norm_ rescales all gradients together: global norm 5 -> 1."""
+    from tinygrad_tx import optim
+    ps = [Tensor(np.zeros(2), requires_grad=True) for _ in range(2)]
+    ps[0].grad, ps[1].grad = np.array([3.0, 0.0]), np.array([0.0, 4.0])
+    assert optim.clip_grad_norm_(ps, max_norm=1.0) == 5.0
+    np.testing.assert_allclose(np.concatenate([p.grad for p in ps]), [0.6, 0.0, 0.0, 0.8], atol=1e-6)
+
+
+def central_difference(f, x, eps):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += eps
+        down[i] -= eps
+        g[i] = (f(up) - f(down)) / (2 * eps)
+    return g
+
+
+def test_numerical_gradient_check_float64_float32_and_kinks(float64):
+    """Section 12: central differences match the engine to ~1e-9 relative error in float64;
+    float32 loses digits (worse at a smaller eps); a 1 % wrong gradient shows as 1e-2; at
+    ReLU's kink the difference averages the sides (0.5) while backward gives 0."""
+    z0, y = np.array([0.5, -1.2, 2.0, 0.3, -0.4]), np.array([3])
+    zt = Tensor(z0[None], requires_grad=True)
+    F.cross_entropy(zt, y).backward()
+    analytic = zt.grad[0]
+
+    def rel(a, n):
+        return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), 1e-12)))
+
+    def ce(dtype):
+        return lambda z: F.cross_entropy(Tensor(z[None], dtype=dtype), y).item()
+
+    assert rel(analytic, central_difference(ce("float64"), z0, 1e-6)) < 1e-8
+    e3 = rel(analytic, central_difference(ce("float32"), z0, 1e-3))
+    e6 = rel(analytic, central_difference(ce("float32"), z0, 1e-6))
+    assert 1e-4 < e3 < e6
+    assert 0.9e-2 < rel(analytic * 1.01, central_difference(ce("float64"), z0, 1e-6)) < 1.1e-2
+    assert central_difference(lambda v: Tensor(v).relu().sum().item(), np.zeros(1), 1e-6)[0] == 0.5
+    r = Tensor(np.zeros(1), requires_grad=True)
+    r.relu().sum().backward()
+    assert r.grad[0] == 0.0

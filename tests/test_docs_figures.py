@@ -5,6 +5,7 @@ quotes come from the code; and every ```python block of the walkthrough runs as 
 The full build (two tiny models are trained) runs once per test process, in a module-scoped
 fixture, and the tests that need it are marked slow."""
 import contextlib
+import html
 import io
 import pathlib
 import re
@@ -106,6 +107,18 @@ def test_reuse_figure_draws_one_arrow_per_use(tmp_path):
     assert "4" in grads and "2" in grads
 
 
+def test_matmul_and_broadcast_figures_show_the_captions_numbers(tmp_path):
+    """Section 2's captions: W's gradient (0, 0) is 1 * 1 + 0 * 0 = 1; b's gradient sums the
+    upstream rows [1, 2, 3] + [10, 20, 30] = [11, 22, 33]."""
+    mm, bc = FIG.make_figures(tmp_path, ["matmul.svg", "broadcast.svg"], progress=False)
+    grads = re.findall(r'fill="#c0392b">([^<]*)</text>', bc.read_text(encoding="utf-8"))
+    assert ["11", "22", "33"] == [g for g in grads if g in ("11", "22", "33")]
+    grads = [html.unescape(g) for g in re.findall(r'fill="#c0392b">([^<]*)</text>', mm.read_text(encoding="utf-8"))]
+    x_grad, w_grad = grads[2:8], grads[9:15]                           # after each box's "grad" label
+    assert x_grad == ["1", "0.5", "0", "-2", "4", "2"]                 # dL/dY W^T
+    assert w_grad == ["1", "0", "2", "2", "0", "-2"]                   # X^T dL/dY: (0, 0) = 1 * 1 + 0 * 0
+
+
 # ----------------------------------------------------------------------------- numbers in the text
 def test_score_gradients_are_exactly_zero_where_masked():
     res = FIG.score_grads_data()
@@ -116,34 +129,84 @@ def test_score_gradients_are_exactly_zero_where_masked():
 
 
 def test_scaling_table_matches_scaling_stats():
-    """The table in section 5 is scaling_stats() rounded as printed."""
-    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|$",
+    """The table in section 5 is scaling_stats() rounded as printed: score spreads, softmax
+    entropies and Jacobian sizes sum |J|, unscaled and scaled."""
+    rows = re.findall(r"^\|\s*(\d+)\s*" + r"\|\s*([\d.]+)\s*" * 6 + r"\|$",
                       WALKTHROUGH.read_text(encoding="utf-8"), flags=re.M)
     stats = scaling_stats()
     assert [int(r[0]) for r in rows] == list(stats)
-    for d, unscaled, scaled, h_unscaled, h_scaled in rows:
+    keys = ("unscaled_std", "scaled_std", "unscaled_entropy", "scaled_entropy", "unscaled_jacobian", "scaled_jacobian")
+    for d, *shown_values in rows:
         s = stats[int(d)]
-        for shown, key in ((unscaled, "unscaled_std"), (scaled, "scaled_std"),
-                           (h_unscaled, "unscaled_entropy"), (h_scaled, "scaled_entropy")):
+        for shown, key in zip(shown_values, keys):
             decimals = len(shown.split(".")[1])
             assert float(shown) == round(s[key], decimals), f"d_k={d} {key}: table {shown}, computed {s[key]}"
 
 
+def test_scaling_jacobian_size_is_sum_of_abs_jacobian():
+    """scaling_stats' closed form 2 (1 - sum p^2) is sum_ij |J_ij| of the softmax Jacobian."""
+    from viz.plots import softmax_jacobian
+    rng = np.random.default_rng(1)
+    for z in rng.normal(size=(5, 8)) * 4:
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        assert np.isclose(np.abs(softmax_jacobian(z)).sum(), 2 * (1 - (p ** 2).sum()), rtol=0, atol=1e-12)
+    one = scaling_stats(d_ks=(4,), n=50)[4]
+    assert 0 < one["unscaled_jacobian"] < one["scaled_jacobian"] < 2 * (1 - 1 / 8)
+
+
 # ----------------------------------------------------------------------------- the snippets
+def python_blocks(text):
+    """[(section heading, code)] for every ```python block of a markdown text, in order."""
+    blocks, heading = [], ""
+    for part in re.split(r"^(## .+)$", text, flags=re.M):
+        if part.startswith("## "):
+            heading = part[3:].strip()
+            continue
+        blocks += [(heading, code) for code in re.findall(r"^```python\n(.*?)^```", part, flags=re.S | re.M)]
+    return blocks
+
+
+def shown_outputs(code):
+    """The outputs a block claims: the text of every comment in it (after `# `, stripped)."""
+    return [line.split("#", 1)[1].strip() for line in code.splitlines() if "#" in line]
+
+
+def unclaimed(printed, code):
+    """Printed lines that no comment of the block shows: each printed line must begin some
+    comment (`print(a.grad)  # 4.0 2.0`, or `# [[0 0 0 1 1]` under a print of an array)."""
+    comments = shown_outputs(code)
+    return [line for line in (raw.strip() for raw in printed.splitlines())
+            if line and not any(c.startswith(line) for c in comments)]
+
+
+def test_unclaimed_output_is_caught():
+    code = "print(a.grad)      # 4.0 2.0\nprint(x)\n# [[0 0 0 1 1]\n#  [0 0 0 0 0]]"
+    assert unclaimed("4.0 2.0\n[[0 0 0 1 1]\n [0 0 0 0 0]]\n", code) == []
+    assert unclaimed("4.0 3.0\n", code) == ["4.0 3.0"]
+    assert unclaimed("False\n", "print(ok)   # True") == ["False"]
+
+
 def test_backprop_md_snippets_run(tmp_path, monkeypatch):
-    """Every ```python block of backprop.md, in order, in one namespace, in an empty folder.
-    Every check the blocks print must come out True."""
-    blocks = re.findall(r"^```python\n(.*?)^```", WALKTHROUGH.read_text(encoding="utf-8"), flags=re.S | re.M)
+    """Every ```python block of backprop.md, in order, in one namespace, in an empty folder;
+    each block prints only what its comments show (the derivation checker's table excepted:
+    it prints a report), and writes its files into the walkthrough's scratch folder."""
+    blocks = python_blocks(WALKTHROUGH.read_text(encoding="utf-8"))
     assert len(blocks) >= 10
     monkeypatch.chdir(tmp_path)
-    namespace, out = {"__name__": "backprop_md"}, io.StringIO()
-    for i, block in enumerate(blocks):
+    namespace, everything = {"__name__": "backprop_md"}, []
+    for i, (heading, block) in enumerate(blocks):
+        out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(block, f"docs/backprop.md python block {i + 1}", "exec"), namespace)
-    printed = out.getvalue()
-    assert "False" not in printed, printed
+            exec(compile(block, f"docs/backprop.md python block {i + 1} ({heading})", "exec"), namespace)
+        everything.append(out.getvalue())
+        if not heading.endswith("Check your own derivation"):
+            assert unclaimed(out.getvalue(), block) == [], f"block {i + 1} ({heading}) printed:\n{out.getvalue()}"
+    printed = "".join(everything)
     assert "True" in printed and "DIFFERENT" in printed               # the derivation checker's wrong case
-    assert (tmp_path / "my_neuron.svg").is_file() and (tmp_path / "my_gpt.svg").is_file()
+    scratch = namespace["scratch"]                                    # the walkthrough's scratch folder
+    assert (scratch / "my_neuron.svg").is_file() and (scratch / "my_gpt.svg").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []           # nothing written to the working folder
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -214,6 +277,18 @@ def test_leakage_and_cross_attention_show_what_the_text_says(built):
     assert leaky["generation_loss"] > masked["generation_loss"] + 1.0
     samples = (built[0] / "leakage_samples.txt").read_text(encoding="utf-8")
     assert masked["sample"] in samples and leaky["sample"] in samples
+    assert masked["sampled"] in samples and leaky["sampled"] in samples
+    # a causal model scores the same in parallel and from prefixes, by construction
+    assert abs(masked["parallel_loss"] - masked["generation_loss"]) < 1e-5
+    assert leaky["generation_loss"] > 10 * leaky["parallel_loss"]
+    # the numbers section 9 quotes
+    text = sections(WALKTHROUGH.read_text(encoding="utf-8"))["9. Parallel training, autoregressive generation, leakage"]
+    quoted = (f"train loss of {masked['rows'][-1]['train_loss']:.2f}",
+              f"scores {masked['parallel_loss']:.2f} in one\nparallel pass and {masked['generation_loss']:.2f}",
+              f"reaches {leaky['rows'][-1]['train_loss']:.2f} when trained, and {leaky['parallel_loss']:.2f} in parallel",
+              f"but {leaky['generation_loss']:.2f} when scored")
+    missing = [q for q in quoted if q not in text]
+    assert not missing, missing
 
     weights, src, tgt_in, pred, result = FIG.cross_attention_data(0)
     n = len(tgt_in) - 1                                               # source length

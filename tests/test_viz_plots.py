@@ -40,8 +40,10 @@ FIGURES = {
     "score_gradient_heatmap": lambda: P.score_gradient_heatmap(np.arange(9.0).reshape(3, 3) - 4, list("abc"),
                                                                mask=causal_mask(3), weights=np.eye(3)),
     "positional_encoding_heatmap": lambda: P.positional_encoding_heatmap(T=10, C=32),
+    "positional_encoding_figure": lambda: P.positional_encoding_figure(T=12, C=16, pair=1, k=2),
     "layernorm_terms_figure": lambda: P.layernorm_terms_figure(),
     "softmax_jacobian_figure": lambda: P.softmax_jacobian_figure([0.5, -1.0, 2.0]),
+    "forward_reverse_figure": lambda: P.forward_reverse_figure(),
     "loss_curves": lambda: P.loss_curves([_rows(0.1), _rows(0.3)], ["causal", "no mask"]),
     "scaling_figure": lambda: P.scaling_figure(d_ks=(4, 16), n=200),
 }
@@ -135,6 +137,18 @@ def test_positional_encoding_heatmap_shows_the_table():
     assert data.shape == (7, 16)
     assert np.allclose(data, sinusoidal_table(7, 16))
     assert P.positional_encoding_heatmap(T=20, C=512).axes[0].get_images()[0].get_array().shape == (20, 512)
+
+
+def test_positional_encoding_figure_reorders_columns_and_labels_real_dims():
+    fig = P.positional_encoding_figure(T=12, C=16, pair=1, k=2)
+    table_ax = image_axes(fig)[0]
+    data = table_ax.get_images()[0].get_array()
+    pe = sinusoidal_table(12, 16)
+    assert np.allclose(data[:, :8], pe[:, 0::2]) and np.allclose(data[:, 8:], pe[:, 1::2])   # sin first, then cos
+    ticks = {int(round(t)): label.get_text() for t, label in zip(table_ax.get_xticks(), table_ax.get_xticklabels())}
+    assert ticks[0] == "0" and ticks[8] == "1" and ticks[2] == "4"                      # the real dimension numbers
+    circle = [ax for ax in fig.axes if "R = [[cos 2w" in ax.get_title()]
+    assert circle, [ax.get_title() for ax in fig.axes]
 
 
 # ----------------------------------------------------------------------------- layer norm

@@ -58,13 +58,24 @@ def _finish(loss, backward):
 
 
 # ----------------------------------------------------------------------------- presets
+# seed 0 draws the neuron of docs/backprop.md section 1, numbers a reader can check by hand
+NEURON_W, NEURON_X, NEURON_B = [0.5, -1.0, 2.0], [1.0, 2.0, 0.5], 0.3
+
+
 @_composed
 def neuron(seed=0, backward=True):
-    """micrograd's neuron: o = tanh(w . x + b), with squared error (o - y)^2 against y = 1."""
-    rng = np.random.default_rng(seed)
-    x = _tensor(rng.normal(size=3), "x")                         # (3,)
-    w = _tensor(rng.normal(size=3), "w")                         # (3,)
-    b = _tensor(rng.normal(), "b")                               # ()
+    """micrograd's neuron: o = tanh(w . x + b), with squared error (o - y)^2 against y = 1.
+
+    seed 0 uses the walkthrough's numbers (w = [0.5, -1, 2], x = [1, 2, 0.5], b = 0.3); any
+    other seed draws w, x and b at random."""
+    if seed == 0:
+        xs, ws, bs = NEURON_X, NEURON_W, NEURON_B
+    else:
+        rng = np.random.default_rng(seed)
+        xs, ws, bs = rng.normal(size=3), rng.normal(size=3), rng.normal()
+    x = _tensor(xs, "x")                                         # (3,)
+    w = _tensor(ws, "w")                                         # (3,)
+    b = _tensor(bs, "b")                                         # ()
     y = _tensor(1.0, "y", requires_grad=False)                   # () the target
     n = ((w * x).sum() + b).named("n")                           # () pre-activation
     o = n.tanh().named("o")                                      # () dL/dn = dL/do * (1 - o^2)
@@ -114,7 +125,7 @@ def attention(seed=0, backward=True):
     """One causal attention head, T=4: q, k, v = x Wq, x Wk, x Wv; y = softmax(q kT / sqrt(hs)) v."""
     rng = np.random.default_rng(seed)
     T, C, hs = 4, 6, 4
-    x = _tensor(rng.normal(size=(T, C)), "x", requires_grad=False)      # (T, C)
+    x = _tensor(rng.normal(size=(T, C)), "x")       # (T, C) with a gradient: dX sums three paths
     Wq = _tensor(rng.normal(size=(C, hs)) / math.sqrt(C), "Wq")         # (C, hs)
     Wk = _tensor(rng.normal(size=(C, hs)) / math.sqrt(C), "Wk")
     Wv = _tensor(rng.normal(size=(C, hs)) / math.sqrt(C), "Wv")
@@ -191,19 +202,21 @@ PRESETS = {
 
 # How each preset is drawn, by `tx graph` and in docs/figures alike. Unlisted options take
 # draw_graph's defaults; rankdir is top to bottom unless a preset reads better left to right.
+# The module presets, whose figures are about structure (shapes, residual adds), show value
+# statistics instead of grids: that halves their height (docs/backprop.md reads their shapes).
 DRAW_DEFAULTS = {
     "neuron": dict(title="a neuron: loss = (tanh(w.x + b) - y)^2", rankdir="LR"),
     "mlp": dict(title="a two-layer MLP: pred = tanh(x W1 + b1) W2 + b2, mean squared error"),
     "softmax-xent": dict(title="softmax + cross-entropy: loss = -mean log_softmax(logits)[y], targets [1, 3]"),
     "masked-softmax": dict(title="causal masked softmax (3 x 3): -inf in, exact zeros (and zero gradients) out"),
-    "attention": dict(title="one causal attention head, T = 4: y = softmax(mask(q kT / sqrt(hs))) v"),
+    "attention": dict(title="one causal attention head, T = 4: dL/dx adds the q, k and v paths"),
     "multihead": dict(title="multi-head attention: C = 8, H = 2 heads of hs = 4",
-                      collapse=["attn.c_attn", "attn.c_proj"]),
-    "layernorm": dict(title="layer norm of x (B, T, C) = (2, 4, 6): mean and variance per token"),
+                      collapse=["attn.c_attn", "attn.c_proj"], values="stats"),
+    "layernorm": dict(title="layer norm of x (B, T, C) = (2, 4, 6): mean and variance per token", values="stats"),
     "gpt-block": dict(title="one pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))",
-                      collapse=["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"]),
+                      collapse=["h.0.ln_1", "h.0.attn", "h.0.ln_2", "h.0.mlp.c_fc", "h.0.mlp.c_proj"], values="stats"),
     "gpt": dict(title="a whole GPT, one box per module: 2 blocks, C = 8, V = 11, T = 6",
-                collapse=["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"]),
+                collapse=["wte", "wpe", "h.0", "h.1", "ln_f", "lm_head"], values="stats"),
 }
 
 

@@ -68,6 +68,10 @@ def reuse_svg(out_dir, seed):
     return _graph(c, out_dir / "reuse.svg", "reuse: b = a + a;  c = b + b;  the uses' gradients add", rankdir="LR")
 
 
+def modes_png(out_dir, seed):
+    return _save_png(plots.forward_reverse_figure(), out_dir / "modes.png")
+
+
 # ----------------------------------------------------------------------------- 2. tensors
 def matmul_svg(out_dir, seed):
     X = _leaf([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], "X")                  # (N, C_in) = (2, 3)
@@ -95,11 +99,12 @@ def softmax_jacobian_png(out_dir, seed):
 
 
 # ----------------------------------------------------------------------------- 4. masking
-SCORE_TOKENS = ["the", "cat", "sat", "on", "it"]
+SCORE_TOKENS = [f"pos {t}" for t in range(5)]   # random q, k, v: positions, not words
 
 
 def score_grads_data(seed=0):
-    """One causal head on 5 tokens (hs = 4): (scores, weights, dL/dscores), float64."""
+    """One causal head on 5 positions with random unit-normal q, k, v and upstream gradient
+    (hs = 4, no trained model): (scores, weights, dL/dscores), float64."""
     rng = np.random.default_rng(seed)
     T, hs = len(SCORE_TOKENS), 4
     q, k, v, up = (rng.normal(size=(T, hs)) for _ in range(4))
@@ -119,8 +124,9 @@ def score_grads_png(out_dir, seed):
                           norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound), fmt="{:+.2f}")
     ax_g.set_title("dL/dscores (before the mask and softmax)", fontsize=10)
     fig.colorbar(im_g, ax=ax_g, label="gradient", shrink=0.8)
-    fig.suptitle("one causal attention head on 5 tokens: hatched cells were set to -inf, so their weight "
-                 "and their gradient are exactly 0", fontsize=10)
+    fig.suptitle("one causal attention head on 5 positions, random q, k, v (no trained model): hatched cells "
+                 "were set to -inf,\nso their weight and their gradient are exactly 0; each gradient row sums to 0",
+                 fontsize=10)
     return _save_png(fig, out_dir / "score_grads.png")
 
 
@@ -136,13 +142,17 @@ def layernorm_terms_png(out_dir, seed):
 
 
 # ----------------------------------------------------------------------------- 8. block, GPT
+PE_PAIR, PE_SHIFT = 4, 3                       # the (sin, cos) pair and the shift the rotation panel draws
+
+
 def positional_encoding_png(out_dir, seed):
-    fig = plots.positional_encoding_heatmap(T=48, C=64, interleaved=False)
+    fig = plots.positional_encoding_figure(T=48, C=64, pair=PE_PAIR, k=PE_SHIFT)
     return _save_png(fig, out_dir / "positional_encoding.png")
 
 
 # ----------------------------------------------------------------------------- 9. training
 LEAK_PROMPT = "ROMEO:"
+LEAK_TEMPERATURE = 0.8                          # sampled text: greedy decoding of a small model loops
 LEAK_TEXT = "First Citizen:\nB"                  # 16 characters = block_size, for attention_heads.png
 
 
@@ -150,8 +160,10 @@ LEAK_TEXT = "First Citizen:\nB"                  # 16 characters = block_size, f
 def leakage_runs(seed=0, max_iters=300):
     """Train two tiny GPTs (2 layers, 2 heads, C = 32, T = 16) on the shipped Shakespeare with
     the same seed and data, one WITH and one WITHOUT the causal mask. Returns {causal: run},
-    run = {"rows": metrics rows, "model", "sample": greedy text, "generation_loss": the loss
-    scored the way generation sees the model (prefixes only, last position)}."""
+    run = {"rows": metrics rows, "model", "sample": greedy text, "sampled": text sampled at
+    LEAK_TEMPERATURE, "generation_loss": the loss on a fixed validation batch scored the way
+    generation sees the model (prefixes only, last position), "parallel_loss": the loss on the
+    same batch scored in one parallel pass (equal to generation_loss for a causal model)}."""
     data = TextDataset.from_file()
     V = data.tokenizer.vocab_size
     x, y = data.get_batch("val", 16, 16, np.random.default_rng(seed + 7))             # (B, T) fixed batch
@@ -168,10 +180,14 @@ def leakage_runs(seed=0, max_iters=300):
             rows = plots._read_rows(out / "metrics.jsonl")
             model = trainer.model.eval()
             text = data.tokenizer.decode(generate(model, prompt, 80, temperature=0)[0])
+            sampled = data.tokenizer.decode(generate(model, prompt, 80, temperature=LEAK_TEMPERATURE,
+                                                     rng=np.random.default_rng(seed))[0])
             with no_grad(), fused_ops():
                 gen = [F.cross_entropy(model(x[:, :t])[:, -1, :], y[:, t - 1]).item() for t in range(1, 17)]
+                parallel = F.cross_entropy(model(x), y).item()          # the same batch, all positions at once
             runs[causal] = {"rows": rows, "model": model, "tokenizer": data.tokenizer, "sample": text,
-                            "generation_loss": float(np.mean(gen))}
+                            "sampled": sampled, "generation_loss": float(np.mean(gen)),
+                            "parallel_loss": parallel}
     return runs
 
 
@@ -197,16 +213,18 @@ def leakage_curves_png(out_dir, seed):
 
 def leakage_samples_txt(out_dir, seed):
     runs = leakage_runs(seed)
-    lines = [f"Greedy samples (temperature 0, {80} new characters after the prompt {LEAK_PROMPT!r}), generated one",
-             "character at a time with the KV cache, from two tiny GPTs trained for 300 steps on the shipped",
-             "Shakespeare with the same seed and data; only the causal mask differs.", ""]
+    lines = [f"Samples of 80 new characters after the prompt {LEAK_PROMPT!r}, generated one character at a time",
+             "with the KV cache, from two tiny GPTs trained for 300 steps on the shipped Shakespeare with the",
+             f"same seed and data; only the causal mask differs. Greedy: temperature 0; sampled: temperature",
+             f"{LEAK_TEMPERATURE}, seed {seed}.", ""]
     for causal, label in ((True, "WITH the causal mask"), (False, "WITHOUT the causal mask (the future leaks)")):
         r = runs[causal]
         last = r["rows"][-1]
         lines += [f"--- trained {label}",
                   f"    final train loss {last['train_loss']:.2f}, val loss {last['val_loss']:.2f} (both scored in parallel);",
-                  f"    scored as generation runs it (prefix only): {r['generation_loss']:.2f}",
-                  r["sample"], ""]
+                  f"    on one fixed validation batch: {r['parallel_loss']:.2f} scored in parallel, "
+                  f"{r['generation_loss']:.2f} scored as generation runs it (prefix only)",
+                  "greedy:", r["sample"], f"sampled (temperature {LEAK_TEMPERATURE}):", r["sampled"], ""]
     path = out_dir / "leakage_samples.txt"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -306,26 +324,33 @@ S9 = "9. Parallel training, autoregressive generation, leakage"
 S10 = "10. The encoder-decoder"
 
 FIGURES = collections.OrderedDict([
-    ("neuron.svg", (S1, "graph of (tanh(w.x + b) - y)^2 after backward: values and gradients", _preset_svg("neuron"))),
+    ("neuron.svg", (S1, "graph of (tanh(w.x + b) - y)^2 after backward, with section 1's numbers",
+                    _preset_svg("neuron"))),
+    ("modes.png", (S1, "forward mode (JVP, one pass per input) vs reverse mode (VJP, one pass for all)", modes_png)),
     ("reuse.svg", (S1, "b = a + a; c = b + b: gradients accumulate on reuse (dc/da = 4)", reuse_svg)),
     ("matmul.svg", (S2, "Y = X W: dL/dX = dL/dY W^T, dL/dW = X^T dL/dY, shapes included", matmul_svg)),
     ("broadcast.svg", (S2, "bias add: the broadcast input's gradient is summed over the copies", broadcast_svg)),
     ("softmax_jacobian.png", (S3, "the softmax Jacobian diag(p) - p p^T as a heatmap", softmax_jacobian_png)),
     ("softmax-xent.svg", (S3, "cross-entropy from primitives: log-softmax, pick, mean", _preset_svg("softmax-xent"))),
     ("masked-softmax.svg", (S4, "causal masked softmax: -inf in, exact zeros out", _preset_svg("masked-softmax"))),
-    ("score_grads.png", (S4, "attention weights and dL/dscores; masked cells exactly 0", score_grads_png)),
-    ("attention.svg", (S5, "one causal attention head, T = 4, every step with its gradient", _preset_svg("attention"))),
-    ("scaling.png", (S5, "score std and softmax entropy vs d_k, with and without 1/sqrt(d_k)", scaling_png)),
+    ("score_grads.png", (S4, "attention weights and dL/dscores for random q, k, v; masked cells exactly 0",
+                         score_grads_png)),
+    ("attention.svg", (S5, "one causal attention head, T = 4, every step with its gradient; dL/dx sums three paths",
+                       _preset_svg("attention"))),
+    ("scaling.png", (S5, "score std, softmax entropy and Jacobian size sum|J| vs d_k, with and without "
+                         "1/sqrt(d_k)", scaling_png)),
     ("multihead.svg", (S6, "multi-head attention as one projection plus reshape/transpose", _preset_svg("multihead"))),
     ("layernorm.svg", (S7, "layer norm from primitives: mean, centre, variance, rstd, scale, shift",
                        _preset_svg("layernorm"))),
     ("layernorm_terms.png", (S7, "the three terms of the layer norm backward for one token", layernorm_terms_png)),
-    ("positional_encoding.png", (S8, "the sinusoidal positional encoding table", positional_encoding_png)),
+    ("positional_encoding.png", (S8, "the sinusoidal table (sin columns first, real dims on the ticks) and "
+                                     "PE(pos + k) = R_k PE(pos)", positional_encoding_png)),
     ("gpt-block.svg", (S8, "one pre-norm block: residual adds around attention and the MLP", _preset_svg("gpt-block"))),
     ("gpt.svg", (S8, "a whole GPT, each module collapsed to one box", _preset_svg("gpt"))),
     ("leakage_curves.png", (S9, "train/val loss with vs without the causal mask (two tiny GPTs, 300 steps)",
                             leakage_curves_png)),
-    ("leakage_samples.txt", (S9, "greedy samples of both models, generated one character at a time",
+    ("leakage_samples.txt", (S9, "greedy and sampled text of both models, and their losses scored in parallel "
+                                 "and from prefixes",
                              leakage_samples_txt)),
     ("attention_heads.png", (S9, "per-layer, per-head attention of the trained causal GPT on a line of text",
                              attention_heads_png)),

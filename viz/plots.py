@@ -249,25 +249,85 @@ def score_gradient_heatmap(grad, tokens_q, tokens_k=None, mask=None, weights=Non
 
 
 # ----------------------------------------------------------------------------- positions
-def positional_encoding_heatmap(T=20, C=512, interleaved=True, title=None):
-    """The sinusoidal table PE (T positions x C dims): fast waves at small dims, slow ones at
-    large dims; even dims are sin, odd dims cos. interleaved=False draws the sin dims first,
-    then the cos dims (the layout of many tutorials), which makes the waves easier to see."""
+def _pe_table_axes(ax, T, C, interleaved):
+    """Draw the sinusoidal table on ax; with interleaved=False the sin columns (even dims) come
+    first and the cos columns (odd dims) after, and the ticks name the real dimensions."""
     table = np.asarray(sinusoidal_table(T, C))                         # (T, C)
     if not interleaved:
         table = np.concatenate([table[:, 0::2], table[:, 1::2]], axis=1)
-    fig = _figure(9, 1.8 + 0.12 * T)
-    ax = fig.subplots()
     im = ax.imshow(table, cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     if interleaved:
         ax.set_xlabel("embedding dimension (even: sin, odd: cos)")
     else:
-        ax.axvline((C + 1) // 2 - 0.5, color="black", linewidth=1)
-        ax.set_xlabel("dims 0, 2, 4, ... (sin)   |   dims 1, 3, 5, ... (cos)")
+        half = (C + 1) // 2                                            # number of sin columns
+        ax.axvline(half - 0.5, color="black", linewidth=1)
+        step = max(1, half // 4)
+        cols = list(range(0, half, step)) + list(range(half, C, step))
+        ax.set_xticks(cols, [str(2 * c if c < half else 2 * (c - half) + 1) for c in cols])
+        ax.set_xlabel("columns reordered: sin dims 0, 2, 4, ...  |  cos dims 1, 3, 5, ...  (ticks: real dim)")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("position")
+    return im
+
+
+def positional_encoding_heatmap(T=20, C=512, interleaved=True, title=None):
+    """The sinusoidal table PE (T positions x C dims): fast waves at small dims, slow ones at
+    large dims; even dims are sin, odd dims cos. interleaved=False draws the sin dims first,
+    then the cos dims (the layout of many tutorials), which makes the waves easier to see;
+    the ticks then still name the real dimensions."""
+    fig = _figure(9, 1.8 + 0.12 * T)
+    ax = fig.subplots()
+    im = _pe_table_axes(ax, T, C, interleaved)
     ax.set_title(title or f"sinusoidal positional encoding ({T} positions x {C} dims)")
     fig.colorbar(im, ax=ax, label="PE[pos, dim]")
+    return fig
+
+
+def pe_shift_rotation(C, pair, k):
+    """The 2x2 matrix R_k of dimension pair (2 pair, 2 pair + 1) = (sin, cos) at frequency
+    w = 10000^(-2 pair / C): [sin, cos](pos + k) = R_k [sin, cos](pos) for every pos, from
+    sin(a + b) = cos b sin a + sin b cos a and cos(a + b) = cos b cos a - sin b sin a."""
+    w = 10000.0 ** (-2 * pair / C)
+    c, s = math.cos(k * w), math.sin(k * w)
+    return np.array([[c, s], [-s, c]])
+
+
+def positional_encoding_figure(T=48, C=64, pair=4, k=3, title=None):
+    """Two panels: the table (sin columns first, ticks naming the real dimensions), and one
+    (sin, cos) pair of it drawn as points on the unit circle, position by position, with the
+    shift pos -> pos + k as the same rotation R_k for every pos, R_k written out."""
+    table = np.asarray(sinusoidal_table(T, C))                         # (T, C)
+    R = pe_shift_rotation(C, pair, k)
+    fig = _figure(13.0, 1.8 + 0.12 * T)
+    ax_t, ax_c = fig.subplots(1, 2, width_ratios=[1.5, 1.0])
+    im = _pe_table_axes(ax_t, T, C, interleaved=False)
+    ax_t.set_title(f"sinusoidal positional encoding ({T} positions x {C} dims)", fontsize=10)
+    fig.colorbar(im, ax=ax_t, label="PE[pos, dim]", shrink=0.8)
+
+    pts = table[:, 2 * pair:2 * pair + 2]                              # (T, 2): (sin, cos) per position
+    n = min(T, 12)
+    theta = np.linspace(0, 2 * math.pi, 200)
+    ax_c.plot(np.sin(theta), np.cos(theta), color="#cccccc", linewidth=1)
+    ax_c.plot(pts[:n, 0], pts[:n, 1], "o", color="#4c72b0", markersize=4)
+    for pos in range(n):
+        ax_c.annotate(str(pos), pts[pos], xytext=(4, 4), textcoords="offset points", fontsize=7)
+    for pos in (0, 5):                                                 # the same rotation from any start
+        a, b = pts[pos], R @ pts[pos]
+        ax_c.annotate("", b, a, arrowprops=dict(arrowstyle="->", color="#c44e52", linewidth=1.5))
+    ax_c.set_aspect("equal")
+    ax_c.set_xlim(-1.35, 1.35)
+    ax_c.set_ylim(-1.35, 1.35)
+    ax_c.set_xlabel(f"PE[pos, {2 * pair}] = sin(pos w)")
+    ax_c.set_ylabel(f"PE[pos, {2 * pair + 1}] = cos(pos w)")
+    w = 10000.0 ** (-2 * pair / C)
+    ax_c.set_title(f"one (sin, cos) pair, dims ({2 * pair}, {2 * pair + 1}), w = {w:.3f}:\n"
+                   f"PE(pos + {k}) = R PE(pos) for every pos, with\n"
+                   f"R = [[cos {k}w, sin {k}w], [-sin {k}w, cos {k}w]]\n"
+                   f"   = [[{R[0, 0]:+.3f}, {R[0, 1]:+.3f}], [{R[1, 0]:+.3f}, {R[1, 1]:+.3f}]]", fontsize=9)
+    ax_c.text(0, 0, f"red: pos -> pos + {k}\n(0 -> {k} and 5 -> {5 + k})", ha="center", va="center",
+              fontsize=8, color="#c44e52")
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -355,7 +415,7 @@ def softmax_jacobian_figure(z=(1.0, 2.0, 0.5, -1.0), title=None):
     p = np.exp(z - z.max())
     p /= p.sum()
     n = len(z)
-    fig = _figure(2.4 + 0.8 * n, 1.5 + 0.75 * n)
+    fig = _figure(3.4 + 0.8 * n, 1.5 + 0.75 * n)
     ax = fig.subplots()
     bound = float(np.abs(J).max()) or 1.0
     im = ax.imshow(J, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound), interpolation="nearest")
@@ -367,8 +427,44 @@ def softmax_jacobian_figure(z=(1.0, 2.0, 0.5, -1.0), title=None):
     ax.set_yticks(range(n), [f"p{i} = {p[i]:.2f}" for i in range(n)])
     ax.set_xlabel("input z_j")
     ax.set_ylabel("output p_i")
-    ax.set_title(title or "softmax Jacobian\nJ = diag(p) - p p^T", fontsize=10)
+    ax.set_title(title or "softmax Jacobian J = diag(p) - p p^T\n(each row sums to 0)", fontsize=10)
     fig.colorbar(im, ax=ax, label="dp_i / dz_j")
+    return fig
+
+
+# ----------------------------------------------------------------------------- modes
+def forward_reverse_figure(names=("w", "n = w.x + b", "o = tanh(n)", "loss"), n_inputs=7, title=None):
+    """Forward mode and reverse mode on one chain of ops, as two rows of the same boxes:
+    forward mode pushes a tangent v from the input towards the loss, one Jacobian-vector
+    product (JVP) per op, and needs one pass per input direction; reverse mode pulls the
+    gradient from the loss back to the input, one vector-Jacobian product (VJP) per op, and gets
+    every input's gradient in one pass."""
+    k = len(names)
+    fig = _figure(10.5, 4.2)
+    ax = fig.subplots()
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylim(-0.4, 2.9)
+    ax.axis("off")
+    rows = ((2.0, "forward mode (JVP): one pass per input direction", "#4c72b0"),
+            (0.6, "reverse mode (VJP): one pass for every input", "#c44e52"))
+    for y, label, colour in rows:
+        ax.text(-0.6, y + 0.55, label, fontsize=10, color=colour, fontweight="bold", va="center")
+        for i, name in enumerate(names):
+            ax.text(i, y, name, ha="center", va="center", fontsize=9,
+                    bbox=dict(boxstyle="round,pad=0.4", facecolor="#eef2f8", edgecolor="#56657a"))
+    short = [name.split(" =")[0] for name in names]                   # "n = w.x + b" -> "n"
+    for i in range(1, k):
+        prev, cur = short[i - 1], short[i]
+        tangent = "v" if i == 1 else f"d{prev}"
+        ax.annotate("", (i - 0.28, 2.0), (i - 0.72, 2.0), arrowprops=dict(arrowstyle="->", color="#4c72b0", lw=1.6))
+        ax.text(i - 0.5, 1.72, f"d{cur} = J{i} {tangent}", ha="center", fontsize=8, color="#4c72b0")
+        ax.annotate("", (i - 0.72, 0.6), (i - 0.28, 0.6), arrowprops=dict(arrowstyle="->", color="#c44e52", lw=1.6))
+        upstream = "1" if i == k - 1 else f"dL/d{cur}"
+        ax.text(i - 0.5, 0.3, f"dL/d{prev} = {upstream} J{i}", ha="center", fontsize=8, color="#c44e52")
+    ax.text(-0.6, -0.25, f"J_i = d(box i) / d(box i-1), the local Jacobian of op i. With {n_inputs} inputs and 1 output (the neuron of "
+            f"Figure 1.1), forward mode needs {n_inputs} passes, reverse mode 1;\nreverse mode keeps the "
+            "forward values until its backward pass has used them.", fontsize=8, color="#333333")
+    ax.set_title(title or "forward mode vs reverse mode on one chain", fontsize=11)
     return fig
 
 
@@ -415,14 +511,23 @@ def loss_curves(runs, labels=None, title=None):
 def scaling_stats(d_ks=(4, 16, 64, 256), n=2000, n_keys=8, seed=0):
     """For q, k with unit-normal entries: the std of the scores q.k (unscaled: grows like
     sqrt(d_k); scaled by 1/sqrt(d_k): stays near 1) and the mean entropy (nats) of the softmax
-    over n_keys keys per query (unscaled scores saturate it towards one-hot, entropy -> 0).
-    Returns {d_k: {"scaled_std", "unscaled_std", "scaled_entropy", "unscaled_entropy"}}."""
+    over n_keys keys per query (unscaled scores saturate it towards one-hot, entropy -> 0),
+    and the mean size sum_ij |J_ij| of that softmax's Jacobian J = diag(p) - p p^T, which is
+    2 (1 - sum_i p_i^2): 2 (1 - 1/n_keys) for a uniform softmax, 0 for a one-hot one (no
+    gradient gets through). Returns {d_k: {"scaled_std", "unscaled_std", "scaled_entropy",
+    "unscaled_entropy", "scaled_jacobian", "unscaled_jacobian"}}."""
     rng = np.random.default_rng(seed)
 
     def entropy(s):                                   # s (n, n_keys) -> mean softmax entropy
         z = s - s.max(axis=-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
         return float(-(np.exp(logp) * logp).sum(axis=-1).mean())
+
+    def jacobian_size(s):                             # s (n, n_keys) -> mean sum_ij |J_ij|
+        z = np.exp(s - s.max(axis=-1, keepdims=True))
+        p = z / z.sum(axis=-1, keepdims=True)         # (n, n_keys)
+        # J = diag(p) - p p^T: sum |J| = sum_i p_i (1 - p_i) + sum_{i != j} p_i p_j = 2 (1 - sum p_i^2)
+        return float((2.0 * (1.0 - (p ** 2).sum(axis=-1))).mean())
 
     stats = {}
     for d in d_ks:
@@ -431,19 +536,21 @@ def scaling_stats(d_ks=(4, 16, 64, 256), n=2000, n_keys=8, seed=0):
         raw = (q * k).sum(axis=-1)                    # (n, n_keys) q.k, variance d
         scaled = raw / math.sqrt(d)
         stats[d] = {"scaled_std": float(scaled.std()), "unscaled_std": float(raw.std()),
-                    "scaled_entropy": entropy(scaled), "unscaled_entropy": entropy(raw)}
+                    "scaled_entropy": entropy(scaled), "unscaled_entropy": entropy(raw),
+                    "scaled_jacobian": jacobian_size(scaled), "unscaled_jacobian": jacobian_size(raw)}
     return stats
 
 
 def scaling_figure(d_ks=(4, 16, 64, 256), n=2000, seed=0, n_keys=8, title=None):
-    """Two panels: score std vs d_k (unscaled follows sqrt(d_k), scaled stays at 1) and the
-    mean softmax entropy (unscaled collapses towards 0: a saturated, one-hot softmax whose
-    gradients vanish; scaled stays near the uniform maximum log(n_keys))."""
+    """Three panels: score std vs d_k (unscaled follows sqrt(d_k), scaled stays at 1), the
+    mean softmax entropy (unscaled collapses towards 0: a saturated, one-hot softmax; scaled
+    stays near the uniform maximum log(n_keys)), and the size sum |J| of the softmax Jacobian,
+    which falls towards 0 with the entropy: the gradient through a saturated softmax vanishes."""
     stats = scaling_stats(d_ks, n, n_keys, seed)
     d = np.array(list(stats))
     col = {key: np.array([stats[x][key] for x in d]) for key in next(iter(stats.values()))}
-    fig = _figure(9.5, 3.8)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = _figure(13.0, 3.8)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     ax1.plot(d, col["unscaled_std"], "o-", color="#c44e52", label="q.k (unscaled)")
     ax1.plot(d, col["scaled_std"], "s-", color="#4c72b0", label="q.k / sqrt(d_k)")
     dd = np.geomspace(d.min(), d.max(), 50)
@@ -463,7 +570,16 @@ def scaling_figure(d_ks=(4, 16, 64, 256), n=2000, seed=0, n_keys=8, title=None):
     ax2.set_ylabel("mean entropy (nats)")
     ax2.set_title(f"softmax over {n_keys} keys")
     ax2.legend(fontsize=8)
-    for ax in (ax1, ax2):
+    ax3.plot(d, col["unscaled_jacobian"], "o-", color="#c44e52", label="unscaled")
+    ax3.plot(d, col["scaled_jacobian"], "s-", color="#4c72b0", label="scaled by 1/sqrt(d_k)")
+    ax3.axhline(2 * (1 - 1 / n_keys), ls=":", color="gray", label=f"uniform: 2 (1 - 1/{n_keys})")
+    ax3.set_xscale("log", base=2)
+    ax3.set_ylim(0, 2.0)
+    ax3.set_xlabel("d_k")
+    ax3.set_ylabel("mean sum |J_ij|")
+    ax3.set_title("softmax Jacobian size")
+    ax3.legend(fontsize=8)
+    for ax in (ax1, ax2, ax3):
         ax.set_xticks(d, [str(x) for x in d])
         ax.grid(alpha=0.3)
     ax1.set_yticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
@@ -472,6 +588,7 @@ def scaling_figure(d_ks=(4, 16, 64, 256), n=2000, seed=0, n_keys=8, title=None):
 
 
 __all__ = ["attention_heatmaps", "attention_grid", "score_gradient_heatmap", "attention_score_grads",
-           "positional_encoding_heatmap", "layernorm_backward_terms", "layernorm_terms_figure",
-           "softmax_jacobian", "softmax_jacobian_figure", "loss_curves", "scaling_figure",
+           "positional_encoding_heatmap", "positional_encoding_figure", "pe_shift_rotation",
+           "layernorm_backward_terms", "layernorm_terms_figure",
+           "softmax_jacobian", "softmax_jacobian_figure", "forward_reverse_figure", "loss_curves", "scaling_figure",
            "scaling_stats", "save"]

@@ -2,13 +2,15 @@
 
 The notebook is written from the cells below, so it can be reviewed (and diffed) as code:
 
-    python docs/notebooks/build_notebook.py            # (re)write backprop.ipynb
-    python docs/notebooks/build_notebook.py --check    # exit 1 if backprop.ipynb is out of date
+    python docs/notebooks/build_notebook.py               # (re)write backprop.ipynb, executed
+    python docs/notebooks/build_notebook.py --no-execute  # the cells only, without outputs
+    python docs/notebooks/build_notebook.py --check       # exit 1 if its cells are out of date
 
-The written notebook has no outputs (commit-ready); run it in Jupyter to see the graphs and the
-figures inline. tests/test_notebook.py executes it top to bottom and checks that this script
-reproduces the committed file. Every code cell that makes a claim also checks it numerically
-(float64, so exact identities are exact).
+The committed notebook is executed (with nbclient, in a "python3" kernel) and carries its
+outputs, so it reads with every graph and figure on a code host without running anything.
+tests/test_notebook.py checks that this script's cells are the committed cells, that the
+committed file has its outputs, and executes it afresh top to bottom. Every code cell that
+makes a claim also checks it numerically (float64, so exact identities are exact).
 
 Shapes: B batch, T time, C channels, H heads, hs head size (C // H), V vocab, N rows.
 """
@@ -63,6 +65,7 @@ code(r"""
 import math
 import warnings
 
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bar; we train with progress=False
 import numpy as np
 
 import tinygrad_tx
@@ -76,7 +79,6 @@ tinygrad_tx.set_default_dtype("float64")   # exact identities below are checked 
 tinygrad_tx.manual_seed(0)                 # parameter initialisation
 rng = np.random.default_rng(0)             # every other random number
 np.set_printoptions(precision=4, suppress=True)
-warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bar; we train with progress=False
 """)
 
 # ============================================================================= 1. scalars
@@ -89,36 +91,58 @@ gradient 1, and walks the order in reverse. At each op it multiplies the gradien
 at the output by the op's *local* derivative and passes the result to each input: the chain
 rule, applied one node at a time.
 
-Here is one tanh neuron with a squared error: `loss = (tanh(x*w + b) - 1)^2`.
+Here is the neuron of the text, section 1, with the same numbers (and the same drawing as
+`docs/figures/neuron.svg`): `loss = (tanh(w . x + b) - 1)^2` with w = [0.5, -1, 2],
+x = [1, 2, 0.5], b = 0.3.
 """)
 
 code(r"""
-x = Tensor(1.5, requires_grad=True, name="x")
-w = Tensor(-0.8, requires_grad=True, name="w")
+w = Tensor([0.5, -1.0, 2.0], requires_grad=True, name="w")
+x = Tensor([1.0, 2.0, 0.5], requires_grad=True, name="x")
 b = Tensor(0.3, requires_grad=True, name="b")
-xw = x * w;           xw.name = "x*w"
-z = xw + b;           z.name = "z"
-y = z.tanh();         y.name = "y"
-err = y - 1.0;        err.name = "y - 1"
-loss = err ** 2;      loss.name = "loss"
+wx = (w * x).named("w * x")
+n = (wx.sum() + b).named("n")         # pre-activation: 0.5 - 2 + 1 + 0.3 = -0.2
+o = n.tanh().named("o")
+loss = ((o - 1.0) ** 2).named("loss")
 loss.backward()
-draw_graph(loss)
+draw_graph(loss, rankdir="LR")
 """)
 
 md(r"""
-The same gradients by hand. Going backward: d(loss)/dy = 2(y - 1); tanh's derivative is
-1 - y^2; an addition passes its gradient unchanged to both inputs; a product sends each
-input the gradient times the *other* input.
+The same gradients by hand. Going backward: d(loss)/do = 2(o - 1); tanh's derivative is
+1 - o^2. Three gate patterns do the rest: an **add distributes** (each input gets the
+upstream gradient unchanged, so `b` gets dL/dn), a **mul swaps** (each input gets the
+upstream gradient times the *other* input, so `w` gets dL/dn * x), and a **max routes** (the
+whole gradient to the winner).
 """)
 
 code(r"""
-dL_dy = 2 * (y.item() - 1.0)          # d/dy (y - 1)^2
-dy_dz = 1 - y.item() ** 2             # tanh'(z) = 1 - tanh(z)^2
-dL_dz = dL_dy * dy_dz                 # chain rule
-print(f"dL/dz = {dL_dz:.6f}   dL/dw = dL/dz * x = {dL_dz * x.item():.6f}   engine: {w.grad.item():.6f}")
-assert math.isclose(b.grad.item(), dL_dz, rel_tol=1e-12)              # + passes it on
-assert math.isclose(w.grad.item(), dL_dz * x.item(), rel_tol=1e-12)   # * swaps in the other input
-assert math.isclose(x.grad.item(), dL_dz * w.item(), rel_tol=1e-12)
+dL_do = 2 * (o.item() - 1.0)          # d/do (o - 1)^2
+do_dn = 1 - o.item() ** 2             # tanh'(n) = 1 - tanh(n)^2
+dL_dn = dL_do * do_dn                 # chain rule
+print(f"n = {n.item():.3f}  o = {o.item():.4f}  dL/do = {dL_do:.3f}  dL/dn = {dL_dn:.3f}")
+assert math.isclose(b.grad.item(), dL_dn, rel_tol=1e-12)              # + passes it on
+np.testing.assert_allclose(w.grad, dL_dn * x.numpy(), rtol=1e-12)    # * swaps in the other input
+np.testing.assert_allclose(x.grad, dL_dn * w.numpy(), rtol=1e-12)
+""")
+
+md(r"""
+**What the gradient is for.** A small step against `w.grad` lowers the loss; repeated, that
+is training (gradient descent). Gradients accumulate, so each step clears them first.
+""")
+
+code(r"""
+losses = []
+for step in range(3):
+    for t in (w, x, b):
+        t.zero_grad()
+    loss_step = (((w * x).sum() + b).tanh() - 1.0) ** 2
+    loss_step.backward()
+    losses.append(round(loss_step.item(), 4))
+    w.data -= 0.1 * w.grad                # one step downhill
+    b.data -= 0.1 * b.grad
+print(losses)
+assert losses == [1.4337, 0.024, 0.0196]
 """)
 
 md(r"""
@@ -138,7 +162,8 @@ assert [s.op.name for s in steps] == ["Pow", "Sub", "Tanh", "Add", "Sum", "Mul"]
 md(r"""
 **Reuse.** A tensor used twice gets the *sum* of the gradients from both uses, so the
 backward driver accumulates (`+=`), never overwrites. With `b = a + a` and `c = b + b`,
-c = 4a, so dc/da must be 4: if the driver assigned instead of adding it would get 1 or 2.
+c = 4a, so dc/da must be 4. A driver that assigned instead of adding would keep only one
+use's share at each step and get dc/db = 1 and dc/da = 1.
 """)
 
 code(r"""
@@ -149,17 +174,6 @@ c.backward()
 print("dc/db =", b2.grad, "  dc/da =", a.grad)
 assert b2.grad == 2.0 and a.grad == 4.0
 draw_graph(c)
-""")
-
-md(r"""
-Central differences check any of this without trusting the engine:
-(f(x + eps) - f(x - eps)) / (2 eps) has error O(eps^2). `gradcheck` compares every input
-element in float64 (`tx gradcheck` runs one such case per op).
-""")
-
-code(r"""
-inputs = [Tensor(rng.standard_normal(3), requires_grad=True) for _ in range(3)]
-assert tinygrad_tx.gradcheck(lambda x, w, b: ((x * w + b).tanh() - 1.0) ** 2, inputs)
 """)
 
 # ============================================================================= 2. shapes
@@ -331,13 +345,15 @@ for d, s in stats.items():
     assert 0.9 < s["unscaled_std"] / math.sqrt(d) < 1.1 and 0.9 < s["scaled_std"] < 1.1
 assert stats[256]["unscaled_entropy"] < 0.5 * stats[256]["scaled_entropy"]     # saturated
 
-# the gradient through a saturated softmax: size of the Jacobian, scaled vs unscaled scores
+# the gradient through a saturated softmax: the size of its Jacobian, sum_ij |J_ij| = 2 (1 - sum p^2)
 d = 256
 qs, ks = rng.standard_normal((200, 1, d)), rng.standard_normal((200, 8, d))
 raw = (qs * ks).sum(axis=-1)                                     # (200, 8) unscaled scores
 jac = lambda s: np.mean([np.abs(plots.softmax_jacobian(row)).sum() for row in s])
-print(f"mean sum |J_ij| over 200 queries: unscaled {jac(raw):.3f}  scaled {jac(raw / math.sqrt(d)):.3f}")
+print(f"mean sum |J_ij| over 200 queries: unscaled {jac(raw):.3f}  scaled {jac(raw / math.sqrt(d)):.3f}   "
+      f"(scaling_stats: {stats[d]['unscaled_jacobian']:.3f} and {stats[d]['scaled_jacobian']:.3f})")
 assert jac(raw) < 0.5 * jac(raw / math.sqrt(d))
+assert stats[d]["unscaled_jacobian"] < 0.5 * stats[d]["scaled_jacobian"]
 plots.scaling_figure()
 """)
 
@@ -427,9 +443,10 @@ draw_graph(examples.layernorm(seed=0))
 md(r"""
 ## 8. A block with residuals, and a whole GPT
 
-A transformer block is attention followed by a position-wise feed-forward net (the MLP, where
-the non-linearity lives: attention alone only re-averages value vectors), each wrapped in a
-residual connection and a layer norm. In GPT-2's pre-norm form:
+A transformer block is attention followed by a position-wise feed-forward net (the MLP:
+attention's output at each position is a convex combination of value vectors, and the MLP is
+where each position computes new features from it), each wrapped in a residual connection and
+a layer norm. In GPT-2's pre-norm form:
 `x = x + attn(ln_1(x))`, then `x = x + mlp(ln_2(x))`.
 
 The residual `x + f(x)` is a gradient highway: dL/dx receives dL/dy unchanged, plus
@@ -524,6 +541,13 @@ queries come from the decoder and whose keys and values come from the encoder's 
 The final linear layer maps to vocabulary logits, and training minimises cross-entropy with
 teacher forcing.
 
+Two switches from the GPT of section 8, as in the paper: the blocks are **post-norm**
+(`ln(x + f(x))`: the residual add sits inside a layer norm, so the identity path of the
+gradient passes through one layer norm Jacobian per sub-layer) and the feed-forward net uses
+**ReLU** (gradient exactly 0 for negative inputs). And because every decoder layer's
+cross-attention reads the same encoder output, the encoder's gradient is the sum of one share
+per decoder layer.
+
 A small task makes cross-attention visible: reverse a digit string. Each output digit must
 look at one particular source position, so after training the cross-attention weights form
 an anti-diagonal. About 10 s of training (`tx seq2seq` runs the longer version).
@@ -569,6 +593,89 @@ with no_grad():
 print("source", "".join(digits), "-> greedy", "".join(str(t - DIGIT0) for t in s2s.greedy_decode(src, BOS, 6, eos_id=EOS)[0] if t >= DIGIT0))
 """)
 
+# ============================================================================= 11. depth
+md(r"""
+## 11. Gradients through depth
+
+Through L layers the gradient is multiplied by L transposed Jacobians,
+dL/dx_0 = J_1^T ... J_L^T dL/dx_L, so it scales like (gain per layer)^L: it vanishes below 1
+and explodes above. Residual layers (`x + f(x)`, factor I + J_f) cannot vanish, and with the
+branches scaled down by 1/sqrt(L) (GPT-2's init of `c_proj`) they do not explode either.
+Clipping the global norm (`optim.clip_grad_norm_`, `tx train` clips at 1.0) caps a single bad
+step.
+""")
+
+code(r"""
+def depth_gain(gain, kind, L=20, C=32, seed=0):
+    r = np.random.default_rng(seed)
+    x0 = Tensor(r.normal(size=(8, C)), requires_grad=True)
+    h = x0
+    for _ in range(L):
+        f = h @ Tensor(r.normal(size=(C, C)) * gain / np.sqrt(C))
+        h = {"linear": f, "tanh": f.tanh(), "residual": h + f, "residual, scaled": h + f / np.sqrt(L)}[kind]
+    g = r.normal(size=h.shape)
+    h.backward(g)
+    return float(np.linalg.norm(x0.grad) / np.linalg.norm(g))
+
+kinds = ("linear", "tanh", "residual", "residual, scaled")
+print("gain  " + "  ".join(f"{k:>16s}" for k in kinds))
+for gain in (0.5, 1.0, 2.0):
+    print(f"{gain:4.1f}  " + "  ".join(f"{depth_gain(gain, k):16.1e}" for k in kinds))
+assert depth_gain(0.5, "linear") < 1e-5 and depth_gain(2.0, "linear") > 1e5             # vanish, explode
+assert all(1.0 <= depth_gain(g, "residual, scaled") < 5.0 for g in (0.5, 1.0, 2.0))    # stays near 1
+""")
+
+# ============================================================================= 12. gradcheck
+md(r"""
+## 12. Numerical gradient checking
+
+Central differences, (f(x + eps) - f(x - eps)) / (2 eps), have error O(eps^2) and check any
+gradient without trusting the engine. Compare by the *relative* error; use float64 (in
+float32 the difference of two nearly equal losses loses most of its digits, and a smaller eps
+makes it worse); and stay away from kinks (ReLU at 0), where the two sides disagree.
+`gradcheck` compares every input element in float64 (`tx gradcheck` runs one such case per op).
+""")
+
+code(r"""
+def numeric_grad(f, x, eps):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += eps; down[i] -= eps
+        g[i] = (f(up) - f(down)) / (2 * eps)
+    return g
+
+def rel_error(a, n):
+    return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), 1e-12)))
+
+z0, y0 = np.array([0.5, -1.2, 2.0, 0.3, -0.4]), np.array([3])
+zt = Tensor(z0[None], requires_grad=True)
+F.cross_entropy(zt, y0).backward()
+for dtype, eps in (("float64", 1e-6), ("float32", 1e-3), ("float32", 1e-6)):
+    num = numeric_grad(lambda z: F.cross_entropy(Tensor(z[None], dtype=dtype), y0).item(), z0, eps)
+    print(f"{dtype} eps={eps:g}: relative error {rel_error(zt.grad[0], num):.0e}")
+assert rel_error(zt.grad[0], numeric_grad(lambda z: F.cross_entropy(Tensor(z[None]), y0).item(), z0, 1e-6)) < 1e-8
+print("ReLU at its kink: central difference", numeric_grad(lambda v: Tensor(v).relu().sum().item(), np.zeros(1), 1e-6))
+inputs = [Tensor(rng.standard_normal(3), requires_grad=True) for _ in range(3)]
+assert tinygrad_tx.gradcheck(lambda x, w, b: ((x * w + b).tanh() - 1.0) ** 2, inputs)
+""")
+
+md(r"""
+## Recap
+
+* The engine records a graph; backward walks it in reverse, each op multiplying the upstream
+  gradient by its local derivative (add distributes, mul swaps, max routes).
+* A tensor used several times gets the **sum** of its gradients: reuse, broadcasting, the
+  three projections of x, tied embeddings, the encoder output read by every decoder layer.
+* `dL/dX` has the shape of X; a matmul's backward is two matmuls.
+* Softmax + cross-entropy gives `p - onehot(y)`; masks act before the softmax and give exact
+  zeros; `1/sqrt(d_k)` keeps the softmax and its Jacobian away from one-hot.
+* Layer norm's backward has three terms; residuals are a gradient highway; depth multiplies
+  Jacobians, which residuals, scaled init, normalisation and clipping keep near 1.
+* The causal mask makes parallel training compute what generation computes.
+* Check gradients numerically: central differences, float64, relative error, away from kinks.
+""")
+
 md(r"""
 ## Where next
 
@@ -581,7 +688,7 @@ md(r"""
 
 # ============================================================================= writing
 def build():
-    """The notebook as an nbformat node: no outputs, stable cell ids (so rebuilding it is
+    """The notebook as an nbformat node: no outputs yet, stable cell ids (so its cells are
     byte-for-byte reproducible)."""
     nb = new_notebook()
     nb.metadata = {
@@ -597,24 +704,41 @@ def build():
     return nb
 
 
-def render():
-    """The notebook file's exact text."""
-    return nbformat.writes(build()) + "\n"
+def execute(nb):
+    """Run every cell in a fresh "python3" kernel from this folder; the outputs stay in nb.
+    No timing metadata, so two runs differ only where an output itself differs."""
+    import nbclient
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
+                                     record_timing=False, resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+    nb.metadata = build().metadata                # keep the kernelspec, drop the kernel's version details
+    return nb
+
+
+def cells(nb):
+    """[(cell type, id, source)]: what the generator decides, outputs aside."""
+    return [(c.cell_type, c.id, c.source) for c in nb.cells]
+
+
+def render(executed=False):
+    """The notebook file's exact text (executed: with outputs)."""
+    nb = build()
+    return nbformat.writes(execute(nb) if executed else nb) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the notebook on disk is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the notebook's cells on disk are out of date")
+    parser.add_argument("--no-execute", action="store_true", help="write the cells without running them")
     args = parser.parse_args(argv)
-    text = render()
     if args.check:
-        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
-        if current != text:
+        current = nbformat.read(NOTEBOOK, as_version=4) if NOTEBOOK.exists() else None
+        if current is None or cells(current) != cells(build()):
             print(f"{NOTEBOOK} is out of date: run python {pathlib.Path(__file__).as_posix()}", file=sys.stderr)
             return 1
         print(f"{NOTEBOOK.name} is up to date")
         return 0
-    NOTEBOOK.write_text(text, encoding="utf-8")
+    NOTEBOOK.write_text(render(executed=not args.no_execute), encoding="utf-8")
     print(f"wrote {NOTEBOOK}")
     return 0
 
