@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from tinygrad_tx import backend, fused_ops, no_grad, optim
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .diagnostics import Diagnostics
 from .gpt import GPT, GPTConfig
 from .tokenizer import CharTokenizer
 
@@ -30,6 +31,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0
     seed: int = 1337
+    diagnostics_interval: int = 10  # record RUN/diagnostics.jsonl every N steps (0: off)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -38,6 +40,8 @@ class TrainConfig:
         for f in ("max_iters", "eval_interval", "eval_iters", "batch_size"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"TrainConfig: {f} must be positive, got {getattr(self, f)}")
+        if self.diagnostics_interval < 0:
+            raise ValueError(f"TrainConfig: diagnostics_interval must be >= 0, got {self.diagnostics_interval}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -97,6 +101,8 @@ class Trainer:
             self._resume()
         elif self.metrics_path.exists():
             self.metrics_path.unlink()
+        self.diagnostics = (Diagnostics(self.model, self.out / "diagnostics.jsonl", start_step=self.step)
+                            if train_config.diagnostics_interval else None)
 
     def _resume(self):
         try:
@@ -108,7 +114,7 @@ class Trainer:
                                   f"from the requested {self.model.config.to_dict()}")
         # everything but max_iters must match, or the resumed run is not the same run
         saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["train_config"].items()}
-        changed = [k for k, v in self.cfg.to_dict().items() if k != "max_iters" and saved.get(k) != v]
+        changed = [k for k, v in self.cfg.to_dict().items() if k not in ("max_iters", "diagnostics_interval") and saved.get(k) != v]
         if changed:
             raise CheckpointError("--resume: training settings differ from the checkpoint's: "
                                   + ", ".join(f"{k} {saved.get(k)} -> {getattr(self.cfg, k)}" for k in changed))
@@ -139,11 +145,16 @@ class Trainer:
         x, y = self.data.get_batch("train", self.cfg.batch_size, self.model.config.block_size, self.rng)
         self.optimizer.lr = lr_at(self.step, self.cfg)
         _, loss = self.model(x, y)
+        watch = self.diagnostics is not None and self.step % self.cfg.diagnostics_interval == 0
+        if watch:
+            self.diagnostics.watch(loss)         # before backward frees the graph
         self.optimizer.zero_grad()
         loss.backward(leaves_only=True)          # only parameters need .grad here
         if self.cfg.grad_clip:
             optim.clip_grad_norm_(self.optimizer.params(), self.cfg.grad_clip)
         self.optimizer.step()
+        if watch:
+            self.diagnostics.record(self.step, lr=self.optimizer.lr)
         self.step += 1
         return loss.item()
 

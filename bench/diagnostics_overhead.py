@@ -1,0 +1,77 @@
+"""What the Diagnostics recorder costs at the baby recipe (nanoGPT's CPU baby GPT: 4 layers,
+4 heads, C = 128, T = 64, batch 12): ms per training step with diagnostics off and with
+`diagnostics_interval` N, each variant in its own process, variants alternating round by
+round, and the overhead reported as the median over rounds of the paired ratio
+(variant / off - 1): on a shared machine only ratios taken side by side mean anything.
+
+    python bench/diagnostics_overhead.py                       # intervals 1 and 10, 5 rounds
+    python bench/diagnostics_overhead.py --intervals 1 5 10 20 --rounds 7 --steps 40
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def worker(interval, steps, warmup):
+    sys.path.insert(0, ROOT)
+    from tinygrad_tx import backend, fused_ops
+    from transformer import GPTConfig, TextDataset, TrainConfig, Trainer
+    data = TextDataset.from_file(None)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(GPTConfig(vocab_size=data.tokenizer.vocab_size, n_layer=4, n_head=4, n_embd=128, block_size=64),
+                          TrainConfig(max_iters=10 ** 6, eval_iters=1, batch_size=12, diagnostics_interval=interval),
+                          data, out, progress=False)
+        backend.keep_freed_memory()
+        with fused_ops():
+            for _ in range(warmup):
+                trainer.train_step()
+            start = time.perf_counter()
+            for _ in range(steps):           # a multiple of every interval: each pays its share of records
+                trainer.train_step()
+            ms = (time.perf_counter() - start) * 1000 / steps
+    return {"interval": interval, "ms_per_step": ms}
+
+
+def run_worker(interval, steps, warmup, threads):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(interval), "--steps", str(steps),
+                          "--warmup", str(warmup)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--intervals", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per process (use a multiple of the intervals)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker is not None:
+        print(json.dumps(worker(a.worker, a.steps, a.warmup)))
+        return
+    print(f"# baby recipe, {a.steps} timed steps per process, {a.threads} BLAS thread(s), {a.rounds} rounds, "
+          f"{time.strftime('%Y-%m-%d')}")
+    ratios = {n: [] for n in a.intervals}
+    for r in range(a.rounds):
+        order = [0] + a.intervals if r % 2 == 0 else a.intervals[::-1] + [0]      # alternate who goes first
+        ms = {n: run_worker(n, a.steps, a.warmup, a.threads) for n in order}
+        for n in a.intervals:
+            ratios[n].append(ms[n] / ms[0])
+        print(f"round {r + 1}: off {ms[0]:.1f} ms/step; " + "; ".join(f"every {n}: {ms[n]:.1f} ms ({ms[n] / ms[0] - 1:+.1%})"
+                                                               for n in a.intervals), flush=True)
+    for n in a.intervals:
+        print(f"diagnostics every {n} step(s): median overhead {statistics.median(ratios[n]) - 1:+.1%} "
+              f"(rounds {', '.join(f'{x - 1:+.1%}' for x in ratios[n])})")
+
+
+if __name__ == "__main__":
+    main()
