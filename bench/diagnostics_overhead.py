@@ -3,9 +3,12 @@
 `diagnostics_interval` N, each variant in its own process, variants alternating round by
 round, and the overhead reported as the median over rounds of the paired ratio
 (variant / off - 1): on a shared machine only ratios taken side by side mean anything.
+Within a process the steps are timed in blocks of --block consecutive steps (a multiple of
+every interval, so each block holds its share of records) and the median block is taken, so
+a burst of load from another process spoils one block, not the whole measurement.
 
     python bench/diagnostics_overhead.py                       # intervals 1 and 10, 5 rounds
-    python bench/diagnostics_overhead.py --intervals 1 5 10 20 --rounds 7 --steps 40
+    python bench/diagnostics_overhead.py --intervals 1 2 10 --rounds 7 --blocks 8
 """
 import argparse
 import json
@@ -19,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(interval, steps, warmup):
+def worker(interval, blocks, block, warmup):
     sys.path.insert(0, ROOT)
     from tinygrad_tx import backend, fused_ops
     from transformer import GPTConfig, TextDataset, TrainConfig, Trainer
@@ -32,16 +35,18 @@ def worker(interval, steps, warmup):
         with fused_ops():
             for _ in range(warmup):
                 trainer.train_step()
-            start = time.perf_counter()
-            for _ in range(steps):           # a multiple of every interval: each pays its share of records
-                trainer.train_step()
-            ms = (time.perf_counter() - start) * 1000 / steps
-    return {"interval": interval, "ms_per_step": ms}
+            times = []
+            for _ in range(blocks):
+                start = time.perf_counter()
+                for _ in range(block):
+                    trainer.train_step()
+                times.append((time.perf_counter() - start) * 1000 / block)
+    return {"interval": interval, "ms_per_step": statistics.median(times)}
 
 
-def run_worker(interval, steps, warmup, threads):
+def run_worker(interval, blocks, block, warmup, threads):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(interval), "--steps", str(steps),
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(interval), "--blocks", str(blocks), "--block", str(block),
                           "--warmup", str(warmup)], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
 
@@ -50,20 +55,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--intervals", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per process (use a multiple of the intervals)")
+    ap.add_argument("--blocks", type=int, default=6, help="timed blocks per process")
+    ap.add_argument("--block", type=int, default=10, help="steps per block (a multiple of every interval)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker is not None:
-        print(json.dumps(worker(a.worker, a.steps, a.warmup)))
+        print(json.dumps(worker(a.worker, a.blocks, a.block, a.warmup)))
         return
-    print(f"# baby recipe, {a.steps} timed steps per process, {a.threads} BLAS thread(s), {a.rounds} rounds, "
+    bad = [n for n in a.intervals if n <= 0 or a.block % n]
+    if bad:
+        ap.error(f"--block {a.block} must be a multiple of every interval; not of {bad}")
+    print(f"# baby recipe, {a.blocks} blocks of {a.block} timed steps per process, {a.threads} BLAS thread(s), {a.rounds} rounds, "
           f"{time.strftime('%Y-%m-%d')}")
     ratios = {n: [] for n in a.intervals}
     for r in range(a.rounds):
         order = [0] + a.intervals if r % 2 == 0 else a.intervals[::-1] + [0]      # alternate who goes first
-        ms = {n: run_worker(n, a.steps, a.warmup, a.threads) for n in order}
+        ms = {n: run_worker(n, a.blocks, a.block, a.warmup, a.threads) for n in order}
         for n in a.intervals:
             ratios[n].append(ms[n] / ms[0])
         print(f"round {r + 1}: off {ms[0]:.1f} ms/step; " + "; ".join(f"every {n}: {ms[n]:.1f} ms ({ms[n] / ms[0] - 1:+.1%})"
