@@ -89,6 +89,20 @@ def attention_entropy(weights):
     return (-plogp.sum(-1)).mean(axis=(0, 2))                            # (H,)
 
 
+def _nonlinearity(t):
+    """(kind, input tensor) when t is the output of a non-linearity, else (None, None). The fused
+    ops are one node each; a composed GELU is the tensor named "gelu" = ("0.5 x") * (1 + ...),
+    whose input is the full-shaped factor of "0.5 x" (its tanh form's inner Tanh is part of it)."""
+    if t.op is None:
+        return None, None
+    if t.op.name in SATURATION:
+        x = t.parents[0]
+        return (None, None) if t.op.name == "Tanh" and x.name == "inner" else (t.op.name, x)
+    if t.name == "gelu" and t.parents and t.parents[0].name == "0.5 x":
+        return "Gelu", next(p for p in t.parents[0].parents if p.shape == t.shape)
+    return None, None
+
+
 def _activation_stats(op_name, x):
     x = backend.to_numpy(x)
     row = {"mean": float(x.mean()), "std": float(x.std()), "saturated": float(SATURATION[op_name][1](x).mean())}
@@ -157,11 +171,12 @@ class Diagnostics:
             if t.name and t.name.startswith("x + ") and t.scope:
                 x = backend.to_numpy(t.data)
                 residual[t.scope] = {"mean": float(x.mean()), "std": float(x.std())}   # the block's last one wins
-            if t.op is not None and t.op.name in SATURATION:
-                base = f"{t.scope}:{t.op.name.lower()}" if t.scope else t.op.name.lower()
+            kind, x = _nonlinearity(t)
+            if kind:
+                base = f"{t.scope}:{kind.lower()}" if t.scope else kind.lower()
                 k = counts.get(base, 0)
                 counts[base] = k + 1
-                activations[base if k == 0 else f"{base}.{k}"] = _activation_stats(t.op.name, t.parents[0].data)
+                activations[base if k == 0 else f"{base}.{k}"] = _activation_stats(kind, x.data)
         attention = {}
         for name, m in self._attention_modules():
             if m.weights is not None and m.weights.ndim == 4:
