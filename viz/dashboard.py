@@ -316,6 +316,9 @@ function draw() {
   lineChart(document.getElementById("sat"), acts.map(k => ({name: k, xs: steps, ys: recs.map(r => ((r.activations || {})[k] || {}).saturated)})), {ymin: 0, ymax: 1});
 }
 
+// a record without a numeric step is left out; missing sections read as empty
+function clean(recs) { return recs.filter(r => r && typeof r.step === "number").map(r => Object.assign({params: {}}, r)); }
+
 function setStatus(text, cls) { const s = document.getElementById("status"); s.textContent = text; s.className = cls; }
 
 async function poll() {
@@ -324,7 +327,7 @@ async function poll() {
     const body = await res.json();
     if (body.generation !== state.generation) { state.records = []; state.generation = body.generation; }
     const changed = body.records.length || body.metrics.length !== state.metrics.length;
-    state.records.push(...body.records); state.metrics = body.metrics;
+    state.records.push(...clean(body.records)); state.metrics = body.metrics;
     if (changed) draw();
     setStatus(`live, updated ${new Date().toLocaleTimeString()}`, "live");
   } catch (e) {
@@ -335,7 +338,7 @@ async function poll() {
 
 document.getElementById("filter").addEventListener("input", draw);
 window.addEventListener("resize", draw);
-if (STATIC) { state.records = STATIC.records; state.metrics = STATIC.metrics; draw(); setStatus("static report", ""); }
+if (STATIC) { state.records = clean(STATIC.records); state.metrics = STATIC.metrics; draw(); setStatus("static report", ""); }
 else poll();
 </script></body></html>
 """

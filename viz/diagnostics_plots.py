@@ -38,8 +38,8 @@ def loss_panel(ax, records):
 
 def grad_heatmap_panel(ax, records, fig=None):
     """Parameters (rows, in model order) x recorded steps, colour = log gradient norm."""
-    names = list(records[0]["params"]) if records else []
-    grid = np.array([[(r["params"].get(n) or {}).get("grad_norm") or np.nan for r in records] for n in names], float)
+    names = list(records[-1].get("params") or {}) if records else []
+    grid = np.array([[((r.get("params") or {}).get(n) or {}).get("grad_norm") or np.nan for r in records] for n in names], float)
     finite = grid[np.isfinite(grid) & (grid > 0)]
     if finite.size:
         im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis",
@@ -53,10 +53,11 @@ def grad_heatmap_panel(ax, records, fig=None):
 
 
 def update_ratio_panel(ax, records):
-    names = [n for n in (records[0]["params"] if records else {}) if "update_ratio" in records[0]["params"][n]]
+    last = (records[-1].get("params") or {}) if records else {}
+    names = [n for n, row in last.items() if "update_ratio" in row]
     steps = _steps(records)
     for n in names:
-        ax.plot(steps, _num([(r["params"].get(n) or {}).get("update_ratio") for r in records]), lw=0.8, alpha=0.7)
+        ax.plot(steps, _num([((r.get("params") or {}).get(n) or {}).get("update_ratio") for r in records]), lw=0.8, alpha=0.7)
     ax.axhline(UPDATE_RATIO_REFERENCE, color="black", ls="--", lw=1, label="1e-3")
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -105,8 +106,14 @@ PANELS = {"loss": loss_panel, "grad_norms": grad_heatmap_panel, "update_ratio": 
           "attention_entropy": entropy_panel, "saturation": saturation_panel}
 
 
+def usable(records):
+    """The records with a step (a hand-edited or foreign line without one is left out)."""
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), (int, float))]
+
+
 def plot_diagnostics(records):
     """All five views of a run (Diagnostics.records or read_records(path)) in one Figure."""
+    records = usable(records)
     fig = _figure(14, 10)
     axes = fig.subplot_mosaic([["loss", "update_ratio"], ["grad_norms", "attention_entropy"], ["saturation", "."]])
     for name, ax in axes.items():
@@ -117,6 +124,7 @@ def plot_diagnostics(records):
 
 def panel_figures(records):
     """{name: Figure} with one view each (the PNGs of `tx report --png`)."""
+    records = usable(records)
     out = {}
     for name, panel in PANELS.items():
         fig = _figure(8, 5)
