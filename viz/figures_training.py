@@ -72,7 +72,11 @@ def _init_mlp(model, weight_gain, bias_std, seed):
 def train_mlp(activation, sizes, steps, lr, weight_gain=1.0, bias_std=0.0, clip=None, adam=False, seed=0):
     """A regression y = sin(x.w / 2) (D = sizes[0]) with mini-batches of 64, diagnostics every
     step. Stops early if the loss becomes non-finite. Returns the records."""
-    backend.manual_seed(seed)
+    with backend.fork_rng(seed):                  # the caller's random stream is left as it was
+        return _train_mlp(activation, sizes, steps, lr, weight_gain, bias_std, clip, adam, seed)
+
+
+def _train_mlp(activation, sizes, steps, lr, weight_gain, bias_std, clip, adam, seed):
     model = DeepMLP(sizes, activation)
     _init_mlp(model, weight_gain, bias_std, seed)
     opt = (optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0) if adam
@@ -155,8 +159,9 @@ def clip_run(seed=0):
     layer multiplies the backward signal by more than 1), SGD lr 0.2, without and with
     clipping the global gradient norm to 1. Without: a big step makes bigger gradients, the
     loop feeds itself and overflows; with: every step is at most lr * 1 long."""
-    runs = {name: train_mlp("tanh", [16] + [64] * 8 + [1], 60, 0.2, weight_gain=3.0, clip=c, seed=seed)
-            for name, c in (("no clipping", None), ("clip at 1.0", 1.0))}
+    with np.errstate(over="ignore", invalid="ignore"):          # the overflow is the point
+        runs = {name: train_mlp("tanh", [16] + [64] * 8 + [1], 60, 0.2, weight_gain=3.0, clip=c, seed=seed)
+                for name, c in (("no clipping", None), ("clip at 1.0", 1.0))}
     norms = {k: [r["grad_norm"] if r["grad_norm_before_clip"] is None else r["grad_norm_before_clip"] for r in rs]
              for k, rs in runs.items()}
     finite = lambda xs: [x for x in xs if x is not None]          # noqa: E731
@@ -178,7 +183,11 @@ def clip_png(out_dir, seed):
 def train_gpt(config, batches, steps, lr, seed=0):
     """AdamW (no weight decay) on `batches(rng) -> (x, y)`, fused ops on as in training,
     diagnostics every step. Returns (model, records)."""
-    backend.manual_seed(seed)
+    with backend.fork_rng(seed):                  # the caller's random stream is left as it was
+        return _train_gpt(config, batches, steps, lr, seed)
+
+
+def _train_gpt(config, batches, steps, lr, seed):
     model = GPT(config)
     opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     diag = Diagnostics(model)
