@@ -5,7 +5,9 @@ round, and the overhead reported as the median over rounds of the paired ratio
 (variant / off - 1): on a shared machine only ratios taken side by side mean anything.
 Within a process the steps are timed in blocks of --block consecutive steps (a multiple of
 every interval, so each block holds its share of records) and the median block is taken, so
-a burst of load from another process spoils one block, not the whole measurement.
+a burst of load from another process spoils one block, not the whole measurement. The clock
+is the process's CPU time (time.process_time, with one BLAS thread): what the steps cost this
+process, which other processes sharing the cores change far less than they change wall time.
 
     python bench/diagnostics_overhead.py                       # intervals 1 and 10, 5 rounds
     python bench/diagnostics_overhead.py --intervals 1 2 10 --rounds 7 --blocks 8
@@ -37,10 +39,10 @@ def worker(interval, blocks, block, warmup):
                 trainer.train_step()
             times = []
             for _ in range(blocks):
-                start = time.perf_counter()
+                start = time.process_time()
                 for _ in range(block):
                     trainer.train_step()
-                times.append((time.perf_counter() - start) * 1000 / block)
+                times.append((time.process_time() - start) * 1000 / block)
     return {"interval": interval, "ms_per_step": statistics.median(times)}
 
 
@@ -67,7 +69,7 @@ def main(argv=None):
     bad = [n for n in a.intervals if n <= 0 or a.block % n]
     if bad:
         ap.error(f"--block {a.block} must be a multiple of every interval; not of {bad}")
-    print(f"# baby recipe, {a.blocks} blocks of {a.block} timed steps per process, {a.threads} BLAS thread(s), {a.rounds} rounds, "
+    print(f"# baby recipe, CPU ms per step, {a.blocks} blocks of {a.block} timed steps per process, {a.threads} BLAS thread(s), {a.rounds} rounds, "
           f"{time.strftime('%Y-%m-%d')}")
     ratios = {n: [] for n in a.intervals}
     for r in range(a.rounds):

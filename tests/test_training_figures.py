@@ -66,7 +66,7 @@ def test_docs_quote_the_numbers_of_the_runs():
     _, attn = ft.attention_run(0)
     quoted = [f"{tanh['ratio']:.0f}x", f"{tanh['saturated_fraction']['saturated']:.0%}",
               f"{tanh['first_layer_grad']['saturated']:.1e}", f"{relu['final_dead']['lr 0.05']:.0%} of them",
-              f"{clip['max_norm']['no clipping']:.1e}", f"step {clip['steps']['no clipping']}",
+              f"{clip['max_norm']['no clipping']:.1e}", f"after {clip['steps']['no clipping']} steps",
               f"{clip['final_loss']['clip at 1.0']:.2f}", f"{norm['growth']['post-norm']:.0f}x",
               f"{norm['growth']['pre-norm']:.2f}x", f"{attn['uniform']:.2f} nats",
               *(f"{e:.2f}" for e in attn["final"]["copy task"] + attn["final"]["no pattern"])]

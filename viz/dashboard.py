@@ -215,10 +215,16 @@ function lineChart(canvas, series, opt) {
   if (x1 === x0) x1 = x0 + 1; if (y1 === y0) { y1 += 0.5; y0 -= 0.5; }
   const X = x => L + (x - x0) / (x1 - x0) * (w - L - R), Y = y => T + (1 - (y - y0) / (y1 - y0)) * (h - T - B);
   ctx.strokeStyle = "#ccc"; ctx.fillStyle = "#555"; ctx.lineWidth = 1;
+  // log scale: grid lines at whole powers of ten; linear: five even steps
+  const yt = opt.log ? Array.from({length: Math.floor(y1) - Math.ceil(y0) + 1}, (_, k) => Math.ceil(y0) + k)
+                     : [0, 1, 2, 3, 4].map(k => y0 + (y1 - y0) * k / 4);
+  for (const y of opt.bare ? [] : yt) {
+    ctx.beginPath(); ctx.moveTo(L, Y(y)); ctx.lineTo(w - R, Y(y)); ctx.stroke();
+    ctx.fillText(opt.log ? "1e" + y : fmt(y), 2, Y(y) + 4);
+  }
   for (let k = 0; k <= 4 && !opt.bare; k++) {
-    const y = y0 + (y1 - y0) * k / 4; ctx.beginPath(); ctx.moveTo(L, Y(y)); ctx.lineTo(w - R, Y(y)); ctx.stroke();
-    ctx.fillText(opt.log ? "1e" + y.toFixed(1) : fmt(y), 2, Y(y) + 4);
-    const x = x0 + (x1 - x0) * k / 4; ctx.fillText(String(Math.round(x)), X(x) - 8, h - 8);
+    const x = x0 + (x1 - x0) * k / 4; ctx.textAlign = k === 0 ? "left" : k === 4 ? "right" : "center";
+    ctx.fillText(String(Math.round(x)), X(x), h - 8); ctx.textAlign = "left";
   }
   if (opt.ref !== undefined) { ctx.setLineDash([6, 4]); ctx.strokeStyle = "#000"; ctx.beginPath(); ctx.moveTo(L, Y(f(opt.ref))); ctx.lineTo(w - R, Y(f(opt.ref))); ctx.stroke(); ctx.setLineDash([]); ctx.fillText(opt.refLabel, w - R - 40, Y(f(opt.ref)) - 4); }
   series.forEach((s, k) => {
