@@ -207,8 +207,13 @@ def test_live_page_follows_appended_records(browser, server):
     assert wait_for(lambda: shown_step(browser) == "5"), shown_step(browser)
     assert browser.execute_script("return window.__same_page") is True         # no reload happened
     assert browser.execute_script("return document.getElementById('count').textContent") == "4"
-    # the entropy grid shows 2 layers x 2 heads; the parameter filter narrows the heatmap rows
+    # the entropy grid shows 2 layers x 2 heads
     assert len(browser.find_elements("css selector", "#entropy .cell")) == 4
+    # heatmap rows: every parameter, those the filter keeps, or one per layer
+    rows = "return byLayer(Object.keys(state.records[0].params), state.records)[0]"
+    assert browser.execute_script(rows) == ["wte", "wpe", "h.0", "h.1", "ln_f"]
+    total = browser.execute_script("return byLayer(Object.keys(state.records[0].params), state.records)[1][0].params['h.1'].grad_norm")
+    assert total == pytest.approx(np.sqrt(sum(v["grad_norm"] ** 2 for k, v in recs[0]["params"].items() if k.startswith("h.1."))))
     status = browser.execute_script("return document.getElementById('status').className")
     assert status == "live"
     srv.shutdown()                                                      # the run (and server) went away

@@ -177,11 +177,12 @@ canvas { display: block; width: 100%; }
 <h1>__TITLE__</h1>
 <div id="bar"><span>step <b id="step" data-step="">-</b></span><span>records <b id="count">0</b></span>
 <span id="status">loading</span>
-<label>parameters containing <input id="filter" size="14" placeholder="e.g. h.0. or attn"></label></div>
+<label>parameters containing <input id="filter" size="14" placeholder="e.g. h.0. or attn"></label>
+<label><input type="checkbox" id="by-layer"> heatmap rows per layer</label></div>
 <div class="grid">
 <div class="card"><h2>loss</h2><p>each recorded step's batch loss; evaluations (train/val) from metrics.jsonl</p><canvas id="loss" height="260"></canvas></div>
 <div class="card"><h2>update ratio per parameter</h2><p>||lr &middot; update|| / ||w||, log scale; dashed: the 1e-3 rule of thumb</p><canvas id="ratio" height="260"></canvas></div>
-<div class="card"><h2>gradient norm per parameter over steps</h2><p>rows: parameters in model order; colour: log10 gradient norm</p><canvas id="heat" height="360"></canvas></div>
+<div class="card"><h2>gradient norm per parameter over steps</h2><p>rows: parameters in model order (or layers); colour: log10 gradient norm</p><canvas id="heat" height="360"></canvas></div>
 <div class="card"><h2>attention entropy (nats), layer x head</h2><p>each cell: entropy over steps (mean over queries); number: the latest</p><div id="entropy"></div></div>
 <div class="card"><h2>saturated non-linearity inputs</h2><p>fraction in the flat region (tanh |x|&gt;2, sigmoid |x|&gt;4, GELU x&lt;-3, ReLU x&lt;=0)</p><canvas id="sat" height="260"></canvas></div>
 </div>
@@ -254,6 +255,20 @@ function viridis(t) {   // a 5-stop approximation of matplotlib's viridis
   return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * u)).join(",")})`;
 }
 
+// "h.0.attn.c_attn.weight" -> "h.0": up to the first numeric part; "wte.weight" -> "wte"
+function layerOf(name) { const parts = name.split("."), i = parts.findIndex(p => /^\d+$/.test(p)); return i < 0 ? parts[0] : parts.slice(0, i + 1).join("."); }
+
+// one row per layer: the norm of all its parameters' gradients together, sqrt(sum of squares)
+function byLayer(names, recs) {
+  const layers = [...new Set(names.map(layerOf))];
+  const rows = recs.map(r => { const params = {};
+    for (const L of layers) { let sq = 0, any = false;
+      for (const n of names) if (layerOf(n) === L && r.params[n] && finite(r.params[n].grad_norm)) { sq += r.params[n].grad_norm ** 2; any = true; }
+      params[L] = {grad_norm: any ? Math.sqrt(sq) : null}; }
+    return {step: r.step, params}; });
+  return [layers, rows];
+}
+
 function heatmap(canvas, rows, recs) {
   const n = rows.length, minH = Math.max(200, 12 * n + 40);
   if (canvas.height / (canvas._r || 1) !== minH) { canvas.height = minH * (canvas._r || 1); }
@@ -316,7 +331,8 @@ function draw() {
   lineChart(document.getElementById("loss"), loss, {});
   lineChart(document.getElementById("ratio"), names.map((n, k) => ({name: n, xs: steps, ys: recs.map(r => (r.params[n] || {}).update_ratio), width: 1})),
             {log: true, ref: 1e-3, refLabel: "1e-3"});
-  heatmap(document.getElementById("heat"), names, recs);
+  if (document.getElementById("by-layer").checked) heatmap(document.getElementById("heat"), ...byLayer(names, recs));
+  else heatmap(document.getElementById("heat"), names, recs);
   entropyGrid(document.getElementById("entropy"), recs);
   const acts = last && last.activations ? Object.keys(last.activations) : [];
   lineChart(document.getElementById("sat"), acts.map(k => ({name: k, xs: steps, ys: recs.map(r => ((r.activations || {})[k] || {}).saturated)})), {ymin: 0, ymax: 1});
@@ -343,6 +359,7 @@ async function poll() {
 }
 
 document.getElementById("filter").addEventListener("input", draw);
+document.getElementById("by-layer").addEventListener("change", draw);
 window.addEventListener("resize", draw);
 if (STATIC) { state.records = clean(STATIC.records); state.metrics = STATIC.metrics; draw(); setStatus("static report", ""); }
 else poll();
