@@ -146,7 +146,7 @@ def relu_run(seed=0):
 
 def relu_png(out_dir, seed):
     runs, num = relu_run(seed)
-    fig = dplots.curves_figure([(num["dead"], "fraction of layer-1 units dead (<= 0 on the whole batch)", False),
+    fig = dplots.curves_figure([(num["dead"], "dead fraction of layer-1 units", False),
                                 ({k: [r["loss"] for r in rs] for k, rs in runs.items()}, "loss", True)],
                                title=f"dead ReLUs: {num['final_dead']['lr 0.05']:.0%} of the units dead at lr 0.05, "
                                      f"{num['final_dead']['lr 0.001']:.0%} at lr 0.001")
