@@ -143,21 +143,25 @@ def read_records(path):
 
 
 class Diagnostics:
-    """Records a model's training statistics; `path` (optional) gets one JSON line per record.
-    start_step: records from this step on are dropped from an existing file (a resumed run
-    redoes them); 0 starts the file afresh; None appends to it."""
+    """Records a model's training statistics. With `path` each record is one JSON line there
+    (nothing is kept in memory, so a long run does not grow); without, they are kept in memory.
+    `records` lists them either way. start_step: records from this step on are dropped from an
+    existing file (a resumed run redoes them); 0 starts the file afresh; None appends to it."""
 
     def __init__(self, model, path=None, start_step=0):
         self.model = model
         self.path = None if path is None else pathlib.Path(path)
-        self.records = []
+        self._memory = []
         self._watched = None
         if self.path is not None and start_step is not None and self.path.exists():
             keep = [r for r in read_records(self.path) if r.get("step", -1) < start_step]
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in keep), encoding="utf-8")
             os.replace(tmp, self.path)          # atomic: a reader sees the old file or the new one
-            self.records = keep
+
+    @property
+    def records(self):
+        return read_records(self.path) if self.path is not None else self._memory
 
     def _attention_modules(self):
         """(scope, module) for modules that keep attention weights and have heads."""
@@ -214,9 +218,10 @@ class Diagnostics:
             rec["attention"] = attention
         rec.update(extra)
         rec = _finite(rec)
-        self.records.append(rec)
         if self.path is not None:
             self._append(json.dumps(rec, allow_nan=False) + "\n")
+        else:
+            self._memory.append(rec)
         return rec
 
     @staticmethod
