@@ -232,3 +232,20 @@ def test_static_report_shows_its_data(browser, tmp_path):
     assert browser.execute_script("return document.getElementById('status').textContent") == "static report"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_cli_dashboard_serves_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    gpt_records(tmp_path / "diagnostics.jsonl", steps=1)
+    proc = subprocess.Popen([sys.executable, "cli.py", "dashboard", str(tmp_path), "--port", "0"],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)", line).group(1)
+        assert get_json(url + "records?from=0")["total"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)                  # Ctrl-C: a clean stop
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
