@@ -10,6 +10,8 @@
     tx seq2seq [--steps N] [--max-len N]
     tx figures --out DIR [--only NAME ...]
     tx bench [--config baby|large|both]
+    tx dashboard RUN [--port N]
+    tx report RUN [--out FILE.html] [--png DIR]
 
 Installed as a console script by `pip install -e .` (see pyproject.toml). This module sits at
 the top of the dependency chain (tinygrad_tx <- transformer <- viz <- cli): it may import any
@@ -192,6 +194,9 @@ Examples:
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint in --out; options you leave out take the checkpoint's values.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run (replacing it).")
+@click.option("--diagnostics-interval", default=TrainConfig.diagnostics_interval, show_default=True, type=click.IntRange(0),
+              help="Record gradients, update ratios, activations and attention entropy to OUT/diagnostics.jsonl "
+                   "every N steps (0: off); see tx dashboard / tx report.")
 @click.option("--block-size", default=64, show_default=True, type=COUNT)
 @click.option("--n-layer", default=4, show_default=True, type=COUNT)
 @click.option("--n-head", default=4, show_default=True, type=COUNT)
@@ -207,7 +212,7 @@ Examples:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
-def train(data, out_dir, resume, overwrite, progress, device, **options):
+def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, device, **options):
     """Train a character-level GPT (nanoGPT's char recipe), printing the final val_loss.
 
     Evaluates train/val loss every --eval-interval steps on fixed batches, appends them to
@@ -239,7 +244,7 @@ def train(data, out_dir, resume, overwrite, progress, device, **options):
                           activation=activation, tie_weights=tie_weights, causal=causal)
         tconf = TrainConfig(max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters,
                             batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
-                            grad_clip=grad_clip, seed=seed)
+                            grad_clip=grad_clip, seed=seed, diagnostics_interval=diagnostics_interval)
         out = _writable_dir(out_dir)
         _check_device(device)
         trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress, device=device,
@@ -655,6 +660,61 @@ def bench(config, rounds, steps, threads, generate, no_torch, device):
     args += ["--no-torch"] if no_torch else []
     args += ["--device", device] if device else []
     raise SystemExit(subprocess.call(args))
+
+
+# ---- diagnostics: dashboard / report
+def _run_dir(run):
+    p = pathlib.Path(run)
+    if not p.is_dir():
+        _fail(f"run folder {p} does not exist (the --out of tx train)")
+    return p
+
+
+@main.command(epilog="""\b
+Examples:
+  tx train --out runs/tiny & tx dashboard runs/tiny     watch a run while it trains
+  tx dashboard runs/tiny --port 8123""")
+@click.argument("run", metavar="RUN")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port on 127.0.0.1 (0: any free one).")
+def dashboard(run, port):
+    """Serve a live page of RUN/diagnostics.jsonl on http://127.0.0.1:PORT/.
+
+    Loss, gradient norm per parameter over steps, update ratios with the 1e-3 line, attention
+    entropy per layer and head, saturated non-linearity inputs; it polls every second, so it
+    follows `tx train` while it writes. Ctrl-C stops it."""
+    from viz.dashboard import serve
+    try:
+        srv = serve(_run_dir(run), port)
+    except OSError as e:
+        _fail(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}")
+    click.echo(f"dashboard of {run} on {srv.url} (Ctrl-C stops it)")
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+
+
+@main.command(epilog="""\b
+Examples:
+  tx report runs/tiny --out report.html      one self-contained HTML file
+  tx report runs/tiny --png figures/         the same views as PNGs""")
+@click.argument("run", metavar="RUN")
+@click.option("--out", default=None, metavar="FILE.html", help="Write the dashboard with the data embedded (default: RUN/report.html).")
+@click.option("--png", "png_dir", default=None, metavar="DIR", help="Write one matplotlib PNG per view into DIR instead.")
+def report(run, out, png_dir):
+    """Write RUN's diagnostics as one HTML file, or as PNGs with --png."""
+    from viz.dashboard import write_pngs, write_report
+    run_dir = _run_dir(run)
+    try:
+        if png_dir:
+            for path in write_pngs(run_dir, _writable_dir(png_dir)):
+                click.echo(f"wrote {path}")
+        if out or not png_dir:
+            click.echo(f"wrote {write_report(run_dir, out or run_dir / 'report.html')}")
+    except (OSError, ValueError) as e:
+        _fail(str(e))
 
 
 if __name__ == "__main__":

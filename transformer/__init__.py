@@ -10,10 +10,12 @@ from .masks import causal_mask, combine_masks, padding_mask
 from .positional import SinusoidalPositions, sinusoidal_table
 from .seq2seq import Transformer, TransformerConfig
 from .tokenizer import CharTokenizer
+from .diagnostics import Diagnostics, read_records
 from .train import TrainConfig, Trainer, TrainingDiverged, load_model, lr_at
 
 __all__ = ["MultiHeadAttention", "merge_heads", "scaled_dot_product_attention", "split_heads", "MLP",
            "Block", "CheckpointError", "load_checkpoint", "save_checkpoint", "DEFAULT_CORPUS",
            "TextDataset", "generate", "sample_next", "GPT", "GPTConfig", "causal_mask", "combine_masks",
            "padding_mask", "SinusoidalPositions", "sinusoidal_table", "Transformer", "TransformerConfig",
-           "CharTokenizer", "TrainConfig", "Trainer", "TrainingDiverged", "load_model", "lr_at"]
+           "CharTokenizer", "TrainConfig", "Trainer", "TrainingDiverged", "load_model", "lr_at", "Diagnostics",
+           "read_records"]

@@ -26,7 +26,7 @@ from tinygrad_tx import Tensor, backend, functional as F, fused_ops, no_grad
 from transformer import GPTConfig, TextDataset, TrainConfig, Trainer, causal_mask, generate
 from transformer import reverse_task
 
-from . import examples, plots
+from . import examples, figures_training, plots
 from .graph import draw_graph
 from .render import render
 
@@ -357,6 +357,7 @@ FIGURES = collections.OrderedDict([
     ("cross_attention.png", (S10, "cross-attention of an encoder-decoder trained to reverse digits: "
                                   "the anti-diagonal", cross_attention_png)),
 ])
+FIGURES.update((name, (figures_training.SECTION, desc, builder)) for name, desc, builder in figures_training.FIGURES)
 
 
 def make_figures(out_dir, names=None, progress=True, seed=0):
