@@ -443,10 +443,10 @@ def draw_graph(tensor, rankdir="TB", show_values=True, highlight=(), shade=(), c
     gradients as they stood at one step of the backward pass).
     explain: a tensor of this graph (or an Explanation): explain_grad(explain, tensor) says why
     its gradient is zero (the drawn `tensor` is the loss); its path is drawn in red and the
-    explanation is the subtitle."""
+    cause is the subtitle."""
     if explain is not None:
         why = explain if isinstance(explain, Explanation) else explain_grad(explain, tensor)
-        highlight, subtitle = tuple(highlight) + why.marks(), subtitle or f"{why.cause}: {why.text}"
+        highlight, subtitle = tuple(highlight) + why.marks(), subtitle or f"{why.cause}: {why.text.split(': ')[0]}"
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"draw_graph: rankdir must be 'LR' or 'TB', got {rankdir!r}")
     if values not in VALUE_MODES:
