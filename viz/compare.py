@@ -28,6 +28,7 @@ import numpy as np
 from tinygrad_tx import Tensor, backend, fused_ops
 from tinygrad_tx import functional as F
 from tinygrad_tx.autograd import backward_steps, toposort, unbroadcast
+from tinygrad_tx.ops import fused
 
 from .graph import HOT, HOT_FILL, draw_graph
 from .labels import label_of
@@ -228,8 +229,9 @@ COMPOSED = {      # fused op -> its composed version, from primitives (keyword a
 }
 
 
-def _is_fused(op):
-    return type(op).__module__ == "tinygrad_tx.ops.fused"
+def _fused_name(op):
+    """The name of the fused op class this op is (or derives from), else None."""
+    return next((c.__name__ for c in type(op).__mro__ if c.__module__ == fused.__name__), None)
 
 
 def composed_grads(loss, eps=None):
@@ -242,7 +244,7 @@ def composed_grads(loss, eps=None):
                 new[id(t)] = Tensor(t.data, requires_grad=t.requires_grad)
             else:
                 ps = [new[id(p)] for p in t.parents]
-                build = COMPOSED.get(t.op.name) if _is_fused(t.op) else None
+                build = COMPOSED.get(_fused_name(t.op))
                 new[id(t)] = build(*ps, **t.op.args) if build else type(t.op).apply(*ps, **t.op.args)
     grads = engine_grads(new[id(loss)])
     return {id(t): grads[id(new[id(t)])].astype(np.float64) for t in order if id(new[id(t)]) in grads}
@@ -314,12 +316,14 @@ def torch_grads(loss, eps=None):
         if t.op is None:
             new[id(t)] = torch.tensor(_f64(t.data), requires_grad=t.requires_grad)
             continue
-        fn = ops.get(t.op.name)
+        # the engine's op this one is (a subclass with its own backward is the same function)
+        fn = next((ops[c.__name__] for c in type(t.op).__mro__
+                   if c.__module__.startswith("tinygrad_tx.ops") and c.__name__ in ops), None)
         if fn is None:
             raise ValueError(f"compare_backward(reference='torch'): no PyTorch version of op {t.op.name!r}; "
                              "use reference='numeric' (it needs none)")
         args = dict(t.op.args)
-        if t.op.name == "GetItem":
+        if "index" in args:
             args = {"index_": args["index"]}
         out = fn(*(new[id(p)] for p in t.parents), **args)
         if t.requires_grad:
