@@ -27,6 +27,7 @@ from transformer import GPTConfig, TextDataset, TrainConfig, Trainer, causal_mas
 from transformer import reverse_task
 
 from . import examples, plots
+from . import figures_debug
 from .graph import draw_graph
 from .render import render
 
@@ -331,6 +332,8 @@ FIGURES = collections.OrderedDict([
                              attention_heads_png)),
     ("cross_attention.png", (S10, "cross-attention of an encoder-decoder trained to reverse digits: "
                                   "the anti-diagonal", cross_attention_png)),
+    ("compare-bug.svg", ("Check your own derivation", "compare_backward finds a custom op's wrong backward",
+                         figures_debug.compare_bug_svg)),
 ])
 
 
