@@ -51,6 +51,19 @@ def test_saturated(fn, op):
     np.testing.assert_array_equal(why.elements, [False, True, True])
 
 
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_saturated_gelu(fused, approximate):
+    x = leaf([-30.0, 0.5], "x")
+    with fused_ops(fused):
+        loss = x.gelu(approximate).sum()
+    loss.backward()
+    why = explain_grad(x, loss)
+    assert why.cause == "saturated"
+    assert why.responsible.name == ("Gelu" if fused else "Erf" if approximate == "none" else "Tanh")
+    np.testing.assert_array_equal(why.elements, [True, False])
+
+
 def test_saturated_softmax_row():
     x = leaf([[40.0, 0.0, 1.0], [0.1, 0.2, 0.3]], "x")
     loss = (x.softmax(axis=-1) * leaf([[1.0, 2.0, 3.0], [1.0, -1.0, 2.0]], "c", False)).sum()
@@ -131,9 +144,13 @@ def test_draw_graph_explain_highlights_the_path():
     assert "masked: " in why
 
 
-def test_cli_why():
+@pytest.mark.skipif(graphviz_program.find_program() is None, reason="no Graphviz")
+def test_cli_why(tmp_path):
     result = CliRunner().invoke(cli.main, ["why", "attention", "--tensor", "scores"])
     assert result.exit_code == 0, result.output
-    assert "cause: masked" in result.output and "(0, 1)" in result.output and "<- responsible" in result.output
+    assert "cause: masked" in result.output and "elements: (0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)\n" in result.output and "<- responsible" in result.output
+    out = tmp_path / "why.svg"
+    drawn = CliRunner().invoke(cli.main, ["why", "attention", "--tensor", "scores", "--out", str(out)])
+    assert drawn.exit_code == 0 and out.is_file() and "masked: " in out.read_text()
     bad = CliRunner().invoke(cli.main, ["why", "attention", "--tensor", "score"])
     assert bad.exit_code == 2 and "did you mean scores" in bad.output

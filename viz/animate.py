@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 
+from PIL import Image
+
 from .graph import (BOX_FILL, DONE_FILL, GRAD, HOT, HOT_FILL, OP_BORDER, OP_FILL, GraphPlan, draw_graph, esc,
                     legend_table)
 from .graphviz_program import run_layout
@@ -166,7 +168,6 @@ def _label(title, caption, width, boxes):
 
 # ----------------------------------------------------------------------------- writers
 def _images(pngs):
-    from PIL import Image
     images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
     sizes = {im.size for im in images}
     if len(sizes) != 1:

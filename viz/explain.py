@@ -80,7 +80,9 @@ class Explanation:
     def __str__(self):
         lines = [f"cause: {self.cause}", self.text]
         if self.elements is not None and 0 < self.elements.sum() < self.elements.size:
-            lines.append(f"elements: {[tuple(int(i) for i in ix) for ix in np.argwhere(self.elements)]}")
+            where = [tuple(int(i) for i in ix) for ix in np.argwhere(self.elements)]
+            more = f" ... ({len(where)} in all)" if len(where) > 24 else ""
+            lines.append(f"elements: {', '.join(map(str, where[:24]))}{more}")
         if self.path:
             lines.append("path (from the loss down):")
             lines += [f"  {p!r}" for p in self.path]
