@@ -30,6 +30,10 @@ def test_masked_attention_scores_are_the_upper_triangle():
     after = explain_grad(named(loss, "masked_scores"), loss)
     assert after.cause == "masked" and after.responsible is why.responsible
     np.testing.assert_array_equal(after.elements, why.elements)
+    # query 0 sees only key 0: its whole row of q gets no gradient, through the mask
+    q = explain_grad(named(loss, "q"), loss)
+    assert q.cause == "masked" and q.responsible is why.responsible and q.path[-1].op.name == "MatMul"
+    np.testing.assert_array_equal(q.elements, np.arange(4)[:, None] == np.zeros((1, 4)))
 
 
 def test_dead_relu():

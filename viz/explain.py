@@ -203,7 +203,7 @@ def _off_path(t, name, loss, whole):
     users = _consumers(loss, every_tensor=True)
     copy = next((c for c in toposort(loss, every_tensor=True)
                  if c.op is None and not c.requires_grad and c.shape == t.shape
-                 and np.shares_memory(_np(c.data), _np(t.data))), None)
+                 and np.may_share_memory(_np(c.data), _np(t.data))), None)
     if copy is not None:
         return Explanation(t, "detached", whole, _path(_path_up(copy, loss, users)), (
             f"The loss reads {name} only through a .detach()ed copy, which shares its values but is cut "
@@ -258,7 +258,7 @@ def _search(u, E, replay, tol, seen):
     for op, j, pg in sent:
         y = replay.out_of[id(op)]
         Ey = _map_entries(op, j, u, E, y) & replay.tiny(y, tol)
-        same = Ey.shape == E.shape                  # an elementwise op: entries line up
+        same = op.name in ELEMENTWISE and y.shape == u.shape      # entries line up one to one
         rest = E & ~Ey if same else (E if not Ey.any() else np.zeros_like(E))
         if rest.any():                              # the op itself sends ~0 to these
             local = _local(op, j, u, rest, y, tol)
@@ -268,12 +268,16 @@ def _search(u, E, replay, tol, seen):
             up = _search(y, Ey, replay, tol, seen)
             if up is not None:
                 cause, hit, chain, resp, below = up
-                found.append((cause, E & hit if same and hit.shape == E.shape else E, [(op, y)] + chain, resp, below))
+                found.append((cause, E & hit if same else E, [(op, y)] + chain, resp, below))
     if not found:
         return None
     best = max(found, key=lambda r: r[1].sum())
     union = np.any([r[1] for r in found if r[0] == best[0]], axis=0)     # same cause, several routes
     return (best[0], union) + best[2:]
+
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid", "Relu", "Erf",
+               "MaskedFill", "Where", "ToDevice", "Gelu"}
 
 
 def _map_entries(op, j, u, E, y):
@@ -364,6 +368,10 @@ def _masked_source(u):
 def _sentence(cause, name, elements, op, t):
     where = _count(elements)
     opname = op.label() if op is not None else "an op"
+    if cause == "masked" and op is not None and t is not op.parents[0] and not np.isneginf(_np(t.data)).any():
+        return (f"{name}'s gradient is 0 in {where}: the scores those entries make were set to -inf by "
+                f"{opname} before the softmax (or left one key, whose softmax has slope 0), so no gradient "
+                "comes back to them. A query never learns from keys it must not see.")
     if cause == "masked":
         return (f"{name}'s gradient is 0 in {where}: those positions were set to -inf by {opname} before "
                 "the softmax, so their weight is exactly 0 and no gradient flows back through them. "
