@@ -2,6 +2,7 @@
 op found (first_bad) and outlined in the drawing; a correct graph agrees with central
 differences to 1e-7 (float64), with the composed graph and with PyTorch; `tx gradcheck --fused`."""
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -84,6 +85,7 @@ def test_correct_graph_agrees_to_1e7():
     assert cmp.first_bad is None and not cmp.bad
     assert len(cmp.errors) == N_OPS + 4                     # every op's output and the 4 leaves
     assert max(err for err, _ in cmp.errors.values()) < 1e-7
+    assert all(t.grad is None for t in cmp.errors)          # a replay: no .grad was touched
     loss.backward()                                         # after backward too: same answer
     assert compare_backward(loss, "numeric").first_bad is None
 
@@ -97,6 +99,13 @@ def test_torch_reference():
     assert compare_backward(wrong_loss, "torch").first_bad is wrong
     attention = examples.build("attention", backward=False)       # float32: the engine's rounding only
     assert compare_backward(attention, "torch").first_bad is None
+
+
+def test_torch_reference_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)          # as if torch were not installed
+    loss, _ = expression()
+    with pytest.raises(ImportError, match="needs PyTorch"):
+        compare_backward(loss, "torch")
 
 
 def test_torch_reference_names_an_op_it_lacks():
