@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 
 from PIL import Image
 
-from .graph import (BOX_FILL, DONE_FILL, GRAD, HOT, HOT_FILL, OP_BORDER, OP_FILL, GraphPlan, draw_graph, esc,
+from .graph import (BOX_FILL, DONE_FILL, GRAD, HOT, HOT_FILL, OP_FILL, GraphPlan, draw_graph, esc,
                     legend_table)
 from .graphviz_program import run_layout
 from .labels import label_of

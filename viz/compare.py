@@ -19,7 +19,6 @@ and `.draw()` (the graph, each tensor coloured by its error, first_bad outlined 
 
 A gradient is wrong when max |engine - reference| > atol + rtol * max |reference|.
 """
-import collections
 import dataclasses
 import math
 

@@ -107,7 +107,6 @@ class _Replay:
 
     def __init__(self, loss):
         seed = backend.array_module(loss.data).ones_like(loss.data)
-        self.loss = loss
         store, self.sent, self.out_of = {}, collections.defaultdict(list), {}
         for node, g, op, parent_grads in backward_steps(loss, seed, store=store):
             self.out_of[id(op)] = node
