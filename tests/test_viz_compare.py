@@ -163,3 +163,16 @@ def test_cli_gradcheck_fused():
     assert result.exit_code == 0, result.output
     assert re.search(r"layer_norm \[fused\]\s+layer_norm\s+\S+\s+\S+\s+PASS", result.output)
     assert "4/4 cases passed" in result.output
+
+
+def test_docs_figure_outlines_the_planted_cube(tmp_path):
+    pytest.importorskip("graphviz")
+    from viz import figures_debug, graphviz_program
+    if graphviz_program.find_program() is None:
+        pytest.skip("no Graphviz")
+    assert compare_backward(figures_debug.planted_bug_loss(), "numeric").first_bad.name == "Cube"
+    text = figures_debug.compare_bug_svg(tmp_path, 0).read_text(encoding="utf-8")
+    assert "first wrong at Cube" in text
+    groups = re.findall(r'<g id="node\d+" class="node">(.*?)</g>', text, flags=re.S)
+    outlined = [g for g in groups if 'stroke-width="4"' in g]
+    assert len(outlined) == 1 and ">Cube<" in outlined[0]
