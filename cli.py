@@ -471,7 +471,8 @@ Examples:
   tx why attention --tensor scores             why part of dL/dscores is zero (the causal mask)
   tx why attention --tensor scores --out w.svg  also draw the graph with the path in red""")
 @click.argument("preset")
-@click.option("--tensor", "name", required=True, metavar="NAME", help="The tensor to explain, by its name in the graph.")
+@click.option("--tensor", "name", required=True, metavar="NAME",
+              help="The tensor to explain, by its name in the graph (of several, the one nearest the loss).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also draw the graph with the path highlighted (.svg, .png, .pdf or .dot).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the preset's numbers.")

@@ -16,7 +16,9 @@ A tensor does not know its consumers (only its parents), so the loss must be giv
 the path: `explain_grad(x, loss)`. Without it only the tensor's own state is read (whether it
 requires grad, whether `.grad` is set); `draw_graph(loss, explain=x)` passes its root as the
 loss. A gradient entry counts as zero when |g| <= tol * (the largest gradient entry anywhere in
-the graph), tol = 1e-6 by default.
+the graph), tol = 1e-6 by default. `ignored_target` is recognised in the fused CrossEntropy
+(its `valid` rows) and in the composed cross_entropy, which fills the ignored positions of the
+tensor it names `picked` with 0 (a masked_fill with any other output is `masked`).
 
 Reads only public attributes: `t.op` (its `name`, `args`, `parents`), `t.data`, `t.name`,
 `t.requires_grad`, `t.grad`, and the engine's `backward_steps` and `toposort`.
