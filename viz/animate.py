@@ -5,6 +5,8 @@
 processed in red, the gradient that just arrived at its output shown (red background), the
 ops and tensors already finished shaded green. A first frame (the forward graph, before
 backward) and a last frame (every gradient computed) frame the steps: len(steps) + 2 frames.
+A tensor's gradient appears once it is final (every op that reads the tensor has sent its
+share), so no frame shows a partial sum.
 
 Constant geometry: every frame draws the same nodes with the same labels, the final
 gradients included; a gradient that has not arrived yet is written in a transparent colour,
@@ -69,28 +71,32 @@ def animate_backward(loss, path, fps=2, collapse=None, rankdir="TB", values="aut
 # ----------------------------------------------------------------------------- frames
 def frame_states(steps):
     """Per frame (len(steps) + 2 of them): the caption and, for ops and tensors (by id), their
-    state: ops "current" / "done"; tensors "arrived" (gradient shown, red: it just arrived),
-    "done" (gradient shown, shaded) or absent (not computed yet)."""
+    state. Ops: "current" / "done". Tensors: "arrived" (the current op's output: its gradient
+    has just arrived there, red), "sent" (its gradient is final: the last op that uses it has
+    sent its share), "done" (its own op has run, or a leaf completed earlier: shaded), absent
+    (not computed yet). A gradient is shown once it is final, so every frame shows final values."""
     n = len(steps)
-    complete = {}                       # id(tensor) -> the frame from which its gradient is final
+    final_at = {id(steps[0].output): 1}      # id(tensor) -> the frame from which its gradient is final
     for i, s in enumerate(steps):
-        complete[id(s.output)] = i + 1
         for p, g in s.parent_grads:
-            if g is not None and p.op is None:
-                complete[id(p)] = i + 1     # a leaf: final once its last consumer has sent to it
-    loss = steps[0].output
+            if g is not None:
+                final_at[id(p)] = i + 1     # the last consumer to send decides
+    loss, outputs = steps[0].output, {id(x.output) for x in steps}
     frames = [{"caption": f"forward pass done: {label_of(loss)} = {_value(loss)}; backward starts at the loss "
                           f"with dL/d{label_of(loss)} = 1", "ops": {}, "tensors": {}}]
     for i, s in enumerate(steps):
         f = i + 1
-        ops = {id(t.op): "done" for t in (x.output for x in steps[:i])}
+        ops = {id(x.op): "done" for x in steps[:i]}
         ops[id(s.op)] = "current"
-        tensors = {k: ("arrived" if at == f else "done") for k, at in complete.items() if at <= f}
+        ran = {id(x.output) for x in steps[:i]}
+        tensors = {k: "done" if k in ran or (k not in outputs and at < f) else "sent"
+                   for k, at in final_at.items() if at <= f}
+        tensors[id(s.output)] = "arrived"
         frames.append({"caption": f"step {f}/{n}: {s.op.label()} receives dL/d({label_of(s.output)}) and sends "
-                                  f"it on to its {len(s.op.parents)} input{'s' * (len(s.op.parents) != 1)}",
+                                  f"its share on to its {len(s.op.parents)} input{'s' * (len(s.op.parents) != 1)}",
                        "ops": ops, "tensors": tensors})
     frames.append({"caption": f"backward done: {n} ops, every gradient computed",
-                   "ops": {id(s.op): "done" for s in steps}, "tensors": {k: "done" for k in complete}})
+                   "ops": {id(s.op): "done" for s in steps}, "tensors": {k: "done" for k in final_at}})
     return frames
 
 
@@ -141,7 +147,7 @@ def _restyle(line, ops, tensors, show_values):
     indent, node, attrs = m.groups()
     if node.startswith("t"):
         state = tensors.get(node)
-        bg = {"arrived": HOT_FILL, "done": DONE_FILL}.get(state, "white")
+        bg = {"arrived": HOT_FILL, "done": DONE_FILL}.get(state, "white")        # "sent": white
         attrs = attrs.replace('BGCOLOR="white"', f'BGCOLOR="{bg}"', 1)
         if state is None:
             attrs = attrs.replace(f'COLOR="{GRAD}"', f'COLOR="{HIDDEN}"')
