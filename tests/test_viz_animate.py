@@ -65,6 +65,21 @@ def test_frame_states_walk_the_steps():
     assert set(frames[-1]["ops"].values()) == {"done"}
 
 
+def test_a_gradient_appears_once_final():
+    """x is read by two ops: its gradient is shown only from the step of the second one."""
+    from tinygrad_tx import Tensor
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True, name="x")
+    loss = ((x * 3.0).sum() + (x * x.exp()).sum())
+    steps = trace_backward(loss)
+    frames = frame_states(steps)
+    senders = [i for i, s in enumerate(steps) if any(p is x and g is not None for p, g in s.parent_grads)]
+    assert len(senders) >= 2
+    for f, frame in enumerate(frames[1:-1]):
+        assert (id(x) in frame["tensors"]) == (f >= senders[-1])
+    assert frames[senders[-1] + 1]["tensors"][id(x)] == "sent"
+    assert frames[senders[-1] + 2]["tensors"][id(x)] == "done"
+
+
 def test_svg_is_smil_without_script(tmp_path):
     path = animate_backward(examples.build("neuron"), tmp_path / "bp.svg", fps=2)
     text = path.read_text()
