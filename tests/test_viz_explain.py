@@ -100,6 +100,17 @@ def test_cancelled():
     assert why.elements.all()
 
 
+def test_key_bias_cancels_over_the_broadcast():
+    """Adding one vector to every key shifts each softmax row by a constant: the key bias's
+    gradient, a sum over positions, cancels (float32 noise, far below its parts)."""
+    loss = examples.build("multihead")
+    bias = named(loss, "c_attn.bias")                         # (3C,) = q | k | v biases, C = 8
+    why = explain_grad(bias, loss)
+    assert why.cause == "cancelled" and why.responsible.name == "Add"
+    np.testing.assert_array_equal(why.elements, (np.arange(24) >= 8) & (np.arange(24) < 16))
+    assert "broadcasts" in why.text
+
+
 def test_detached_and_no_grad_and_not_on_path():
     x, w = leaf([1.0, 2.0], "x"), leaf([1.0, -1.0], "w")
     loss = (x.detach() * w).sum()

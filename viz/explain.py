@@ -15,8 +15,9 @@ op that made the gradient vanish. It returns an `Explanation`:
 A tensor does not know its consumers (only its parents), so the loss must be given to search
 the path: `explain_grad(x, loss)`. Without it only the tensor's own state is read (whether it
 requires grad, whether `.grad` is set); `draw_graph(loss, explain=x)` passes its root as the
-loss. A gradient entry counts as zero when |g| <= tol * (the largest gradient entry anywhere in
-the graph), tol = 1e-6 by default. `ignored_target` is recognised in the fused CrossEntropy
+loss. A gradient entry counts as zero when |g| <= tol * s, tol = 1e-6 by default, s the largest
+entry of the tensor's own gradient, of what its consumers sent it and of the gradients arriving
+at their outputs. `ignored_target` is recognised in the fused CrossEntropy
 (its `valid` rows) and in the composed cross_entropy, which fills the ignored positions of the
 tensor it names `picked` with 0 (a masked_fill with any other output is `masked`).
 
@@ -116,11 +117,22 @@ class _Replay:
                 if pg is not None:
                     self.sent[id(p)].append((op, j, _np(pg)))
         self.grad = {k: _np(g) for k, g in store.items()}         # id(tensor) -> its full gradient
-        self.scale = max((float(np.abs(g).max()) for g in self.grad.values() if g.size), default=1.0) or 1.0
+
+    def scale(self, t):
+        """The size a gradient of t is measured against: the largest entry of its own gradient,
+        of what each op reading it sent it, and of the gradient arriving at those ops' outputs
+        (so a tensor saturated everywhere still counts as ~0, and a deep layer whose gradients
+        are all small does not)."""
+        def peak(a):
+            return float(np.abs(a).max(initial=0.0))
+        sizes = [peak(self.grad[id(t)])] if id(t) in self.grad else []
+        for op, _, pg in self.sent.get(id(t), []):
+            sizes += [peak(pg), peak(self.grad.get(id(self.out_of[id(op)]), np.zeros(())))]
+        return max(sizes, default=0.0)
 
     def tiny(self, t, tol):
         g = self.grad.get(id(t))
-        return np.ones(t.shape, bool) if g is None else np.abs(g) <= tol * self.scale
+        return np.ones(t.shape, bool) if g is None else np.abs(g) <= tol * self.scale(t)
 
 
 def _consumers(loss, every_tensor):
@@ -248,7 +260,7 @@ def _search(u, E, replay, tol, seen):
         return "masked", E & np.isneginf(data), [], mf, below
     sent = replay.sent.get(id(u), [])
     if len(sent) > 1:
-        big = np.max([np.abs(pg) for _, _, pg in sent], axis=0) > math.sqrt(tol) * replay.scale
+        big = _cancels(replay.grad.get(id(u)), np.max([np.abs(pg) for _, _, pg in sent], axis=0), tol)
         if (E & big).any():
             op = sent[0][0]
             sat, rows = _saturated_softmax(u, sent, E & big, tol)
@@ -262,7 +274,7 @@ def _search(u, E, replay, tol, seen):
         same = op.name in ELEMENTWISE and y.shape == u.shape      # entries line up one to one
         rest = E & ~Ey if same else (E if not Ey.any() else np.zeros_like(E))
         if rest.any():                              # the op itself sends ~0 to these
-            local = _local(op, j, u, rest, y, tol)
+            local = _local(op, j, u, rest, y, tol, replay)
             if local is not None and local[1].any():
                 found.append((local[0], local[1], [(op, y)], op, []))
         if Ey.any():                                # ~0 already arrives at the op's output
@@ -279,6 +291,13 @@ def _search(u, E, replay, tol, seen):
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid", "Relu", "Erf",
                "MaskedFill", "Where", "ToDevice", "Gelu"}
+
+
+def _cancels(total, parts, tol):
+    """Where a sum `total` is ~0 because its parts cancel: the largest part is nonzero and at
+    least 1/sqrt(tol) (1000) times the sum."""
+    total = np.zeros_like(parts) if total is None else np.abs(total)
+    return (parts > 0) & (parts * math.sqrt(tol) >= total)
 
 
 def _map_entries(op, j, u, E, y):
@@ -302,9 +321,18 @@ def _map_entries(op, j, u, E, y):
     return np.ones(y.shape, bool)
 
 
-def _local(op, j, u, E, y, tol):
+def _local(op, j, u, E, y, tol, replay):
     """A zero the op itself makes at entries E of its input j: (cause, entries) or None."""
     name = op.name
+    if name in ("Add", "Sub") and u.shape != y.shape and id(y) in replay.grad:
+        # u was broadcast: its gradient is the sum of dL/dy over the copies, which can cancel
+        # (a bias added to every key of a softmax row shifts the whole row: gradient 0)
+        g = np.abs(replay.grad[id(y)])
+        lead = g.ndim - len(u.shape)
+        copies = g.max(axis=tuple(range(lead))) if lead else g
+        copies = copies.max(axis=tuple(i for i, n in enumerate(u.shape) if n == 1 and copies.shape[i] != 1),
+                            keepdims=True)
+        return "cancelled", E & _cancels(replay.grad.get(id(u)), copies, tol)
     if name == "MaskedFill" and j == 0:
         hit = E & np.broadcast_to(_np(op.parents[1].data), u.shape)
         value = float(op.args["value"])
@@ -366,6 +394,10 @@ def _masked_source(u):
     return u.op, [(u.op, u)] if u.op is not None else []
 
 
+def _out_shape(op, t):
+    return tuple(np.broadcast_shapes(*(p.shape for p in op.parents)))
+
+
 def _sentence(cause, name, elements, op, t):
     where = _count(elements)
     opname = op.label() if op is not None else "an op"
@@ -386,6 +418,10 @@ def _sentence(cause, name, elements, op, t):
     if cause == "saturated":
         return (f"{name}'s gradient is ~0 in {where}: {opname} is saturated there, its local derivative "
                 "is ~0, so almost nothing of the loss's gradient gets through, whatever the loss says.")
+    if cause == "cancelled" and op is not None and op.name in ("Add", "Sub") and t.shape != _out_shape(op, t):
+        return (f"{name}'s gradient is ~0 in {where}: {opname} broadcasts it to many positions, and the "
+                "gradient is the sum over those copies, which cancel (each is large). A bias added to every "
+                "score of a softmax row, for one, shifts the row and changes nothing.")
     if cause == "cancelled":
         return (f"{name}'s gradient is ~0 in {where}: it is used by several ops, and their contributions "
                 f"(each large, the first from {opname}) sum to ~0.")
