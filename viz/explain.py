@@ -45,7 +45,8 @@ CAUSES = {
     "saturated": "a softmax / tanh / sigmoid / GELU / exp whose local derivative is ~0 there",
     "dead_relu": "a ReLU whose input is <= 0 there passes no gradient",
     "ignored_target": "cross_entropy ignore_index: those positions add nothing to the loss",
-    "cancelled": "contributions from several consumers sum to ~0 while each is large",
+    "cancelled": "large parts sum to ~0: contributions from several consumers, or the copies of a "
+                 "broadcast input",
     "nonzero": "the gradient is not zero",
 }
 
