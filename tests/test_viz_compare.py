@@ -176,3 +176,20 @@ def test_docs_figure_outlines_the_planted_cube(tmp_path):
     groups = re.findall(r'<g id="node\d+" class="node">(.*?)</g>', text, flags=re.S)
     outlined = [g for g in groups if 'stroke-width="4"' in g]
     assert len(outlined) == 1 and ">Cube<" in outlined[0]
+
+
+@pytest.mark.parametrize("reference", ["composed", "numeric", "torch"])
+def test_fused_gpt_agrees_with_every_reference(reference):
+    """The training path (every fused op, SelfAttention included) of a one-layer GPT, float32."""
+    if reference == "torch":
+        pytest.importorskip("torch")
+    from tinygrad_tx import backend
+    from transformer import GPT, GPTConfig
+    with backend.fork_rng(0):
+        model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = np.random.default_rng(0).integers(0, 11, (1, 7))
+    with fused_ops():
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+    assert "SelfAttention" in {t.op.name for t in graph_nodes(loss) if t.op}
+    cmp = compare_backward(loss, reference)
+    assert cmp.first_bad is None and not cmp.bad

@@ -288,6 +288,11 @@ def _torch_ops(torch):
         dead = m.all(-1, keepdim=True)
         w = torch.softmax(s.masked_fill(m & ~dead, float("-inf")), -1)
         return w.masked_fill(dead, 0.0)
+
+    def self_attention(qkv, n_head, mask=None, scale=1.0, weights=None):
+        B, T, C3 = qkv.shape
+        q, k, v = (x.reshape(B, T, n_head, C3 // (3 * n_head)).transpose(1, 2) for x in qkv.split(C3 // 3, dim=-1))
+        return (attn(q, k, mask, scale) @ v).transpose(1, 2).reshape(B, T, C3 // 3)
     return {
         "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b, "Div": lambda a, b: a / b,
         "Neg": lambda x: -x, "Pow": lambda x, exponent: x ** exponent, "Exp": torch.exp, "Log": torch.log,
@@ -302,6 +307,7 @@ def _torch_ops(torch):
         "LayerNorm": lambda x, w, b, eps=1e-5: tF.layer_norm(x, (x.shape[-1],), w, b, eps),
         "Linear": lambda x, w, b: x @ w + b, "Gelu": lambda x, approximate="none": tF.gelu(x, approximate=approximate),
         "Embedding": lambda w, ids: w[torch.as_tensor(_np(ids))], "CrossEntropy": ce, "AttentionWeights": attn,
+        "SelfAttention": self_attention,
     }
 
 
