@@ -129,7 +129,7 @@ def frame_sources(loss, collapse=None, rankdir="TB", values="auto", max_elements
         for key, state in f["tensors"].items():
             if key in node_of_tensor:
                 tensors[node_of_tensor[key]] = state
-        body = [_restyle(line, ops, tensors, show_values) for line in lines]
+        body = [_restyle(line, ops, tensors) for line in lines]
         label = _label(title, f["caption"], width, bool(plan.boxes))
         body.insert(len(body) - 1, f"\tlabel={label} labelloc=t labeljust=l")
         sources.append("\n".join(body) + "\n")
@@ -139,7 +139,7 @@ def frame_sources(loss, collapse=None, rankdir="TB", values="auto", max_elements
 NODE_LINE = re.compile(r"^(\s*)((?:t|op|box)\d+) \[(.*)\]$")
 
 
-def _restyle(line, ops, tensors, show_values):
+def _restyle(line, ops, tensors):
     """One node line of the base DOT drawn in a frame's state."""
     m = NODE_LINE.match(line)
     if not m:
