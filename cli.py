@@ -1,10 +1,12 @@
 """`tx`: the command-line front door to tinygrad_tx.
 
     tx --version
-    tx gradcheck [--op NAME ...]
+    tx gradcheck [--op NAME ...] [--fused]
     tx graph PRESET [--out FILE] [--collapse N|repeats|SCOPE] [--rankdir TB|LR]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
+    tx why PRESET --tensor NAME [--out FILE]
+    tx animate PRESET [--out FILE.gif|.svg|.mp4] [--fps N]
     tx train [--data FILE] [--out DIR] [--max-iters N] [--resume | --overwrite] [model options]
     tx sample [--ckpt DIR] [--prompt TEXT] [--max-new-tokens N]
     tx seq2seq [--steps N] [--max-len N]
@@ -40,6 +42,7 @@ from transformer.train import check_meta, holds_run
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
 from viz import explore, format_step, frame_graph, render, trace_backward
+from viz import animate_backward, explain_grad, graph_nodes
 from viz.graph import TooManyNodesError
 from viz.figures import FIGURES, make_figures
 
@@ -115,10 +118,13 @@ def _check_case_names(names):
 @main.command(epilog="""\b
 Examples:
   tx gradcheck                         all cases
-  tx gradcheck --op add --op softmax   only the cases named add and softmax""")
+  tx gradcheck --op add --op softmax   only the cases named add and softmax
+  tx gradcheck --fused                 every case composed, then again with the fused ops""")
 @click.option("--op", "ops", metavar="NAME", multiple=True,
               help="Run only this case (a name from the first column); repeatable.")
-def gradcheck(ops):
+@click.option("--fused", is_flag=True,
+              help="Also run every case inside fused_ops(): the fused ops' hand-derived backwards.")
+def gradcheck(ops, fused):
     """Check every op's backward pass against central differences.
 
     Each case builds a small float64 expression, computes its gradient with backward(), and
@@ -127,6 +133,8 @@ def gradcheck(ops):
     """
     _check_case_names(ops)
     rows = selfcheck.run_gradchecks(names=set(ops) or None)
+    if fused:
+        rows += [dict(r, name=f"{r['name']} [fused]") for r in selfcheck.run_gradchecks(names=set(ops) or None, fused=True)]
 
     w_name = max(len("case"), *(len(r["name"]) for r in rows))
     w_op = max(len("op"), *(len(r["op"]) for r in rows))
@@ -595,6 +603,66 @@ def explore_cmd(preset, out, collapse, rankdir, seed):
         path = explore(loss, out, title=opts["title"], collapse=opts.get("collapse"), rankdir=opts["rankdir"],
                        max_nodes=None if collapse == 0 else 300)
     click.echo(f"wrote {path}: open it in a browser")
+
+# ---- viz: why / animate
+@main.command("why", epilog="""\b
+Examples:
+  tx why attention --tensor scores             why part of dL/dscores is zero (the causal mask)
+  tx why attention --tensor scores --out w.svg  also draw the graph with the path in red""")
+@click.argument("preset")
+@click.option("--tensor", "name", required=True, metavar="NAME",
+              help="The tensor to explain, by its name in the graph (of several, the one nearest the loss).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the graph with the path highlighted (.svg, .png, .pdf or .dot).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
+def why_cmd(preset, name, out, seed):
+    """Explain why a tensor's gradient in PRESET is zero, tiny or missing: the cause (masked,
+    saturated, dead_relu, ignored_target, cancelled, not_on_path, ...), the entries, and the
+    ops from the loss down to it with the responsible one marked."""
+    loss = _preset_loss(preset, seed, backward=True)
+    named = [t for t in graph_nodes(loss) if t.name == name]
+    if not named:
+        names = list(dict.fromkeys(t.name for t in graph_nodes(loss) if t.name))
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise OneLineUsageError(f"--tensor: no tensor named {name!r} in preset {preset}; {hint}its names: {', '.join(names)}")
+    with _viz_errors():
+        why = explain_grad(named[-1], loss)
+        click.echo(str(why))
+        if out:
+            opts = viz_examples.draw_options(preset)
+            click.echo(f"wrote {render(loss, out, explain=why, **opts)}")
+
+
+@main.command("animate", epilog="""\b
+Examples:
+  tx animate attention --out backprop.gif      one frame per backward op, 2 frames a second
+  tx animate neuron --out neuron.svg --fps 1   an animated SVG (plays inline in a web page)
+  tx animate mlp --out mlp.mp4                 needs ffmpeg""")
+@click.argument("preset")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="File to write: .gif, .svg (animated) or .mp4 (default: PRESET.gif).")
+@click.option("--fps", default=2.0, show_default=True, type=click.FloatRange(0, 60, min_open=True),
+              help="Frames per second.")
+@click.option("--collapse", type=CollapseParam(), default=None, metavar="N|repeats|SCOPE", help=COLLAPSE_HELP)
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
+@click.option("--values", type=click.Choice(["auto", "all", "stats"]), default="auto", show_default=True,
+              help="Values in the boxes: every element of small tensors (auto), up to 1024 (all), statistics (stats).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
+def animate_cmd(preset, out, fps, collapse, rankdir, values, seed):
+    """Write the backward pass of PRESET as an animation: one frame per op (the current op in
+    red, the gradient arriving at its output shown, finished ops green), plus a first and a
+    last frame."""
+    out = out or f"{preset}.gif"
+    if pathlib.Path(out).suffix.lower() not in (".gif", ".svg", ".mp4"):
+        raise OneLineUsageError(f"--out {out!r}: end the name with .gif, .svg or .mp4")
+    loss = _preset_loss(preset, seed, backward=False)
+    opts = viz_examples.draw_options(preset, **_given(collapse, rankdir))
+    with _viz_errors():
+        path = animate_backward(loss, out, fps=fps, collapse=opts.get("collapse"), rankdir=opts["rankdir"],
+                                values=values, max_nodes=None if collapse == 0 else 300)
+    click.echo(f"wrote {path}")
+
 
 # ---- docs: figures
 @main.command("figures", epilog="""\b

@@ -247,7 +247,8 @@ def seed_args(command, tmp_path):
     return {"train": ["train", "--out", tmp_path / "run"], "sample": ["sample", "--ckpt", tmp_path],
             "seq2seq": ["seq2seq"], "graph": ["graph", "neuron", "--out", tmp_path / "g.svg"],
             "step": ["step", "neuron", "--all"], "explore": ["explore", "neuron", "--out", tmp_path / "p.html"],
-            "figures": ["figures", "--out", tmp_path / "figs"]}[command]
+            "figures": ["figures", "--out", tmp_path / "figs"], "why": ["why", "attention", "--tensor", "scores"],
+            "animate": ["animate", "neuron", "--out", tmp_path / "a.gif"]}[command]
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if "--seed" in option_flags(c)])

@@ -26,7 +26,7 @@ from tinygrad_tx import Tensor, backend, functional as F, fused_ops, no_grad
 from transformer import GPTConfig, TextDataset, TrainConfig, Trainer, causal_mask, generate
 from transformer import reverse_task
 
-from . import examples, figures_training, plots
+from . import examples, figures_debug, figures_training, plots
 from .graph import draw_graph
 from .render import render
 
@@ -356,6 +356,8 @@ FIGURES = collections.OrderedDict([
                              attention_heads_png)),
     ("cross_attention.png", (S10, "cross-attention of an encoder-decoder trained to reverse digits: "
                                   "the anti-diagonal", cross_attention_png)),
+    ("compare-bug.svg", ("13. Check your own derivation", "compare_backward finds a custom op's wrong backward",
+                         figures_debug.compare_bug_svg)),
 ])
 FIGURES.update((name, (figures_training.SECTION, desc, builder)) for name, desc, builder in figures_training.FIGURES)
 

@@ -21,7 +21,7 @@ from transformer import GPT, Diagnostics, GPTConfig, TextDataset
 from . import diagnostics_plots as dplots
 
 PNG_DPI = 150
-SECTION = "Gradients over training"
+SECTION = "14. Gradients over training"
 
 
 def _save_png(fig, path):

@@ -19,6 +19,7 @@ import numpy as np
 from tinygrad_tx import backend
 from tinygrad_tx.autograd import toposort
 
+from .explain import Explanation, explain_grad
 from .graphviz_program import svg_of_source, run_layout
 from .labels import label_of
 
@@ -424,7 +425,7 @@ class TooManyNodesError(ValueError):
 
 def draw_graph(tensor, rankdir="TB", show_values=True, highlight=(), shade=(), collapse=None,
                max_nodes=300, title=None, grad_of=None, legend=True, values="auto", max_elements=64,
-               subtitle=None):
+               subtitle=None, explain=None):
     """The computation graph that produced `tensor`, as a graphviz.Digraph (shows itself in
     Jupyter; `viz.render` writes it to a file).
 
@@ -439,7 +440,13 @@ def draw_graph(tensor, rankdir="TB", show_values=True, highlight=(), shade=(), c
     max_nodes: more nodes than this raises TooManyNodesError (a ValueError).
     title, subtitle, legend: the graph's label above the drawing (the legend a small table).
     grad_of: tensor -> gradient array or None to show instead of `.grad` (the stepper shows the
-    gradients as they stood at one step of the backward pass)."""
+    gradients as they stood at one step of the backward pass).
+    explain: a tensor of this graph (or an Explanation): explain_grad(explain, tensor) says why
+    its gradient is zero (the drawn `tensor` is the loss); its path is drawn in red and the
+    cause is the subtitle."""
+    if explain is not None:
+        why = explain if isinstance(explain, Explanation) else explain_grad(explain, tensor)
+        highlight, subtitle = tuple(highlight) + why.marks(), subtitle or f"{why.cause}: {why.text.split(': ')[0]}"
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"draw_graph: rankdir must be 'LR' or 'TB', got {rankdir!r}")
     if values not in VALUE_MODES:
