@@ -6,8 +6,6 @@ static report shows its data without a server (skipped where Chromium or seleniu
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -17,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from browser import chromium
 from tinygrad_tx import Tensor, backend, nn, optim
 from transformer import Diagnostics, GPT, GPTConfig, read_records
 from viz import diagnostics_plots
@@ -149,30 +148,9 @@ def test_cli_train_writes_diagnostics_at_the_interval(tmp_path):
 
 
 # ----------------------------------------------------------------------------- in Chromium
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
-        pytest.skip("chromium / chromedriver not installed")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1000"):
-        opts.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="dash-chrome-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.binary_location = CHROMIUM
-    try:
-        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    except Exception as e:                      # a broken browser install is not our failure
-        pytest.skip(f"chromium did not start: {e}")
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from chromium(window="1400,1000")
 
 
 def wait_for(predicate, timeout=15):

@@ -1,11 +1,9 @@
 """viz.animate_backward: one GIF frame per backward step plus a first and a last, all of one
 size; the SVG animates in headless Chromium (two screenshots differ); before or after
 loss.backward(); MP4 without ffmpeg is a clear error; `tx animate`."""
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from browser import chromium
 from viz import animate_backward, examples, graphviz_program, trace_backward
 from viz.animate import frame_sources, frame_states
 
@@ -118,26 +117,9 @@ def test_cli_animate(tmp_path):
 
 
 # ----------------------------------------------------------------------------- headless Chromium
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
-        pytest.skip("chromium / chromedriver not installed")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,1400"):
-        opts.add_argument(arg)
-    opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='viz-anim-chrome-')}")
-    opts.binary_location = CHROMIUM
-    try:
-        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    except Exception as e:          # a broken browser install is an environment problem, not ours
-        pytest.skip(f"chromium did not start: {e}")
-    yield driver
-    driver.quit()
+    yield from chromium(window="900,1400")
 
 
 def test_svg_animates_in_chromium(browser, tmp_path):

@@ -5,14 +5,13 @@ import html
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import cli
+from browser import chromium
 from tinygrad_tx import Tensor, scope
 from viz import explore, graph_nodes, graphviz_program, trace_backward
 
@@ -174,32 +173,9 @@ def test_only_tensors_up_to_32_by_32_are_listed(tmp_path):
 
 
 # ----------------------------------------------------------------------------- headless Chromium
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
-        pytest.skip("chromium / chromedriver not installed")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,900"):
-        opts.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="viz-chrome-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.add_experimental_option("prefs", {"download.default_directory": os.path.join(profile, "downloads"),
-                                           "download.prompt_for_download": False})
-    opts.binary_location = CHROMIUM
-    try:
-        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    except Exception as e:                      # a broken browser install is not our failure
-        pytest.skip(f"chromium did not start: {e}")
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from chromium(downloads=True)
 
 
 def by_id(driver, name):

@@ -3,16 +3,15 @@ label (not a node), every value and gradient of a small tensor as a grid, repeat
 folded into one box (found by structure, not by name), the preset drawings' widths, the `tx`
 flags that choose all this, and, in headless Chromium, that no text overflows its node with
 either layout program (system `dot` or graphviz-pure)."""
-import os
 import re
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import cli
+from browser import chromium
 from tinygrad_tx import Tensor, backend, fused_ops, scope
 from transformer import GPT, GPTConfig
 from viz import draw_graph, explore, frame_graph, graph_nodes, graphviz_program, svg_text, trace_backward
@@ -245,8 +244,6 @@ def test_cli_step_and_explore_take_rankdir_and_collapse(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Chromium: text fits
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
 # For every node: the union of its shapes' boxes must hold every text's box (SVG user units);
 # every text of the drawing (the graph label too) must lie inside the <svg> viewport.
 OVERFLOW_JS = """
@@ -278,22 +275,7 @@ return [nodes, bad];
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
-        pytest.skip("chromium / chromedriver not installed")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        opts.add_argument(arg)
-    opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='viz-layout-chrome-')}")
-    opts.binary_location = CHROMIUM
-    try:
-        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    except Exception as e:                      # a broken browser install is not our failure
-        pytest.skip(f"chromium did not start: {e}")
-    yield driver
-    driver.quit()
+    yield from chromium(window=None)
 
 
 def _only(monkeypatch, kind):
