@@ -38,6 +38,7 @@ import pathlib
 import numpy as np
 
 from tinygrad_tx import backend
+from tinygrad_tx.autograd import toposort
 
 SATURATION = {                   # op name -> (the flat region of its input, in words; test)
     "Tanh": ("|x| > 2", lambda x: np.abs(x) > 2),
@@ -62,23 +63,6 @@ def _finite(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def graph_tensors(root):
-    """Every tensor of root's graph that requires grad, parents before children (an iterative
-    depth-first walk over `parents`, so forward order is kept and deep graphs do not recurse)."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        stack.extend((p, False) for p in reversed(t.parents) if p.requires_grad and id(p) not in seen)
-    return order
 
 
 def attention_entropy(weights):
@@ -171,7 +155,7 @@ class Diagnostics:
         """Call before backward: statistics of the forward pass that made `loss`, and a copy of
         the weights (to measure the update)."""
         residual, activations, counts = {}, {}, {}
-        for t in graph_tensors(loss):
+        for t in toposort(loss):                 # parents before children, forward order
             if t.name and t.name.startswith("x + ") and t.scope:
                 x = backend.to_numpy(t.data)
                 residual[t.scope] = {"mean": float(x.mean()), "std": float(x.std())}   # the block's last one wins
