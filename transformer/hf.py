@@ -168,14 +168,16 @@ def _load_weights(path, model):
         with safe_open(str(path), framework="np") as f:
             plan = _check_tensors(f, model, path)
             for key, p, transpose in plan:
-                arr = f.get_tensor(key)
-                if p is None:
-                    wte = backend.to_numpy(model.wte.weight.data)
+                if p is not None:
+                    arr = f.get_tensor(key)
+                    p.data[...] = backend.asarray(arr.T if transpose else arr, p.dtype, p.device)
+            wte = backend.to_numpy(model.wte.weight.data)
+            for key, p, _ in plan:
+                if p is None:               # a stored copy of the tied head must BE wte
+                    arr = f.get_tensor(key)
                     if arr.shape != wte.shape or not np.array_equal(arr.astype(wte.dtype), wte):
                         raise HFError(f"{path}: {key} differs from wte.weight, but config.json has "
                                       "tie_word_embeddings = true")
-                    continue
-                p.data[...] = backend.asarray(arr.T if transpose else arr, p.dtype, p.device)
     except SafetensorError as e:
         raise HFError(f"{path}: not a valid safetensors file ({e})") from None
 
