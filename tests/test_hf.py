@@ -174,7 +174,7 @@ def test_char_tokenizer_round_trip_and_transformers_reads_it(tmp_path):
     assert isinstance(tok, HFTokenizer) and tok.vocab_size == chars.vocab_size
     assert tok.encode(text) == chars.encode(text)
     assert tok.decode(chars.encode(text)) == text
-    with pytest.raises(ValueError, match="tokenizer: cannot encode 'xyz'"):
+    with pytest.raises(ValueError, match="tokenizer: cannot encode 'xyz': characters not in the vocabulary: 'xyz'"):
         tok.encode("xyz")
     fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")     # tokenizer_config.json
     assert fast(text)["input_ids"] == chars.encode(text)

@@ -256,7 +256,7 @@ def save_gpt2(model, path, tokenizer=None):
     _atomic(d / CONFIG_FILE, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     if tok is not None:
         _atomic(d / TOKENIZER_FILE, lambda tmp: tok.tokenizer.save(tmp))
-        tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.config.block_size}
+        tok_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
         _atomic(d / "tokenizer_config.json", lambda tmp: pathlib.Path(tmp).write_text(json.dumps(tok_config, indent=2) + "\n"))
     return d
 
@@ -281,7 +281,9 @@ class HFTokenizer:
         try:
             return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
         except Exception as e:          # tokenizers raises a bare Exception (e.g. a character not in a WordLevel vocab)
-            raise ValueError(f"tokenizer: cannot encode {text!r}: {e}") from None
+            unknown = sorted({ch for ch in text if self.tokenizer.token_to_id(ch) is None})
+            why = f"characters not in the vocabulary: {''.join(unknown)!r}" if unknown else str(e)
+            raise ValueError(f"tokenizer: cannot encode {text!r}: {why}") from None
 
     def decode(self, ids):
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
