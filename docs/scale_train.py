@@ -69,11 +69,11 @@ def main():
         opt.step()
         if rank == 0:
             print(json.dumps({"step": step, "loss": loss.item(), "world_size": world}), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()        # first, so save_pretrained sees no process group to coordinate
     if rank == 0 and args.out:
         model.save_pretrained(args.out)
         tok.save_pretrained(args.out)
-    dist.barrier()                      # every rank waits for rank 0's save before the group goes away
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

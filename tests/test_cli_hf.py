@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -171,14 +172,18 @@ def _torchrun(nproc, hf, data, out, steps=2):
     if torchrun is None:
         pytest.skip("torchrun not found")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([torchrun, "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "docs" / "scale_train.py"),
+                             "--model", str(hf), "--data", str(data), "--steps", str(steps), "--batch-size", "4",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)           # its own process group: a hang kills every rank
     try:
-        proc = subprocess.run([torchrun, "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "docs" / "scale_train.py"),
-                           "--model", str(hf), "--data", str(data), "--steps", str(steps), "--batch-size", "4",
-                           "--out", str(out)], capture_output=True, text=True, timeout=60, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError((e.stdout or b"")[-2000:].decode() + "\n-----\n" + (e.stderr or b"")[-4000:].decode())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"torchrun timed out after 120 s:\n{stdout[-1000:]}\n{stderr[-3000:]}") from None
+    assert proc.returncode == 0, stderr[-3000:]
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def _continue_in_torch(tmp_path, nproc):
