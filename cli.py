@@ -458,7 +458,7 @@ def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed, hf_d
     in viz/examples.py (neuron, mlp, attention, layernorm, gpt, ...); or, with --hf DIR, a
     Hugging Face GPT-2's next-token loss on --prompt."""
     if (preset is None) == (hf_dir is None):
-        raise OneLineUsageError("tx graph needs a PRESET or --hf DIR (exactly one)")
+        raise OneLineUsageError("tx graph needs a PRESET or --hf DIR, exactly one (see: tx graph --help)")
     if hf_dir is None and (prompt is not None or ids is not None):
         raise OneLineUsageError("--prompt and --ids go with --hf DIR")
     suffix = pathlib.Path(out).suffix.lower().lstrip(".") if out else ""

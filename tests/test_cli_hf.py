@@ -104,8 +104,8 @@ def test_graph_hf_with_ids(bare_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "tx graph needs a PRESET or --hf DIR (exactly one)"),
-    (["gpt", "--hf", "x"], "tx graph needs a PRESET or --hf DIR (exactly one)"),
+    ([], "tx graph needs a PRESET or --hf DIR, exactly one (see: tx graph --help)"),
+    (["gpt", "--hf", "x"], "tx graph needs a PRESET or --hf DIR, exactly one (see: tx graph --help)"),
     (["gpt", "--prompt", "hi"], "--prompt and --ids go with --hf DIR"),
 ])
 def test_graph_preset_or_hf(args, message):
