@@ -142,6 +142,18 @@ def test_round_trip_through_from_pretrained(tmp_path, config):
     assert rel_err(again(idx).numpy(), ours) <= REL_TOL
 
 
+def test_saved_files_are_ordinary_files(tmp_path):
+    import os
+    model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=8))
+    save_gpt2(model, tmp_path / "out", tokenizer=CharTokenizer(list("abc")))
+    umask = os.umask(0)
+    os.umask(umask)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]   # no temporaries left
+    for name in names:
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_save_float32_model_loads_as_float32(tmp_path):
     backend.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=8)).eval()

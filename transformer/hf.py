@@ -210,8 +210,11 @@ def _atomic(path, write):
     """write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes 0600; a saved model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
