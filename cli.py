@@ -30,7 +30,7 @@ import numpy as np
 
 import tinygrad_tx
 from tinygrad_tx import selfcheck
-from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, generate, load_model
+from transformer import CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, causal_mask, generate, load_model
 from transformer.hf import HFError, load_gpt2, save_gpt2
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
@@ -264,6 +264,11 @@ def _decode(tok, ids):
     return tok.decode(ids) if tok is not None else ",".join(str(int(i)) for i in ids)
 
 
+def _short(text, n=60):
+    """A prompt for a title: its repr, cut to about n characters."""
+    return repr(text) if len(text) <= n else repr(text[:n - 3]) + "..."
+
+
 def _sample_hf(folder, prompt, ids, max_new_tokens, temperature, top_k, seed, no_cache, device):
     if folder is None:
         raise OneLineUsageError("--ids needs --hf DIR")
@@ -478,7 +483,7 @@ def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed, hf_d
         max_nodes = None if collapse == 0 else 300
     if hf_dir is not None:
         loss, model, tok, idx = _hf_loss(hf_dir, prompt, ids)
-        title = (f"{hf_dir}: next-token loss {loss.item():.4f} on {_decode(tok, idx)!r} "
+        title = (f"{hf_dir}: next-token loss {loss.item():.4f} on {_short(_decode(tok, idx))} "
                  f"({len(idx) - 1} predictions, {model.num_parameters():,} parameters)")
         with _viz_errors(max_nodes_flag=True):
             path = render(draw_graph(loss, title=title, max_nodes=max_nodes, rankdir=rankdir or "TB",
@@ -595,13 +600,16 @@ def figures_cmd(out_dir, names, seed, progress):
 @main.command("attention", epilog="""\b
 Examples:
   tx attention --hf gpt2 --prompt "The cat sat on the mat" --out heads.png
-  tx attention --hf gpt2 --ids 464,3797,3332 --out heads.svg""")
+  tx attention --hf gpt2 --ids 464,3797,3332 --out heads.svg
+  tx attention --hf gpt2 --prompt "The cat sat on the mat" --layer 5 --out layer5.png""")
 @click.option("--hf", "hf_dir", required=True, metavar="DIR", help="A Hugging Face GPT-2 folder.")
 @click.option("--prompt", default=None, help="The text whose attention to draw.")
 @click.option("--ids", default=None, metavar="I,J,..", help=IDS_HELP)
 @click.option("--out", default="heads.png", show_default=True, type=click.Path(dir_okay=False),
               help="Image to write (.png or .svg).")
-def attention_cmd(hf_dir, prompt, ids, out):
+@click.option("--layer", default=None, type=click.IntRange(0), metavar="N",
+              help="Draw only this layer's heads, larger (default: every layer).")
+def attention_cmd(hf_dir, prompt, ids, out, layer):
     """Draw every head's attention weights (one row per layer, one column per head) of a
     Hugging Face GPT-2 on a prompt: row = query token, column = key token; the masked future hatched."""
     if pathlib.Path(out).suffix.lower() not in (".png", ".svg"):
@@ -610,9 +618,18 @@ def attention_cmd(hf_dir, prompt, ids, out):
     idx = _hf_ids(hf_dir, tok, prompt, ids, model.config.vocab_size)
     if len(idx) > model.config.block_size:
         raise OneLineUsageError(f"the prompt has {len(idx)} tokens, more than the block size {model.config.block_size}")
+    if layer is not None and layer >= model.config.n_layer:
+        raise OneLineUsageError(f"--layer {layer}: the model has layers 0..{model.config.n_layer - 1}")
     labels = [_decode(tok, [i]).replace(" ", "␣").replace("\n", "↵") for i in idx]
+    title = f"{hf_dir}: attention on {_short(_decode(tok, idx))}"
     with tinygrad_tx.fused_ops():
-        fig = viz_plots.attention_grid(model, np.array(idx), labels, title=f"{hf_dir}: attention on {_decode(tok, idx)!r}")
+        if layer is None:
+            fig = viz_plots.attention_grid(model, np.array(idx), labels, title=title)
+        else:
+            with tinygrad_tx.no_grad():
+                model(np.array([idx]))                            # eval mode: the weights the model uses
+            fig = viz_plots.attention_heatmaps(model.h[layer].attn.weights, labels, mask=causal_mask(len(idx)),
+                                               title=f"{title}, layer {layer}")
     with _viz_errors():
         path = viz_plots.save(fig, out, dpi=100)
     click.echo(f"wrote {path}")

@@ -131,6 +131,16 @@ def test_attention_writes_every_head(hf_dir, tmp_path):
     assert bad.exit_code == 2 and "end it with .png or .svg" in bad.output
 
 
+def test_attention_one_layer(hf_dir, tmp_path):
+    svg = tmp_path / "layer1.svg"
+    result = invoke("attention", "--hf", hf_dir, "--prompt", "the cat", "--layer", 1, "--out", svg)
+    assert result.exit_code == 0, result.output
+    text = svg.read_text()
+    assert "layer 1" in text and "head 0" in text and "head 1" in text and "layer 0, head" not in text
+    bad = invoke("attention", "--hf", hf_dir, "--prompt", "the", "--layer", 2, "--out", svg)
+    assert bad.exit_code == 2 and "--layer 2: the model has layers 0..1" in bad.output
+
+
 def _train_run(out, max_iters=4):
     ds = TextDataset(TEXT)
     cfg = GPTConfig(vocab_size=ds.tokenizer.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=16)
