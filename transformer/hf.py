@@ -64,20 +64,16 @@ def config_from_hf(hf, where=CONFIG_FILE):
     for f in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
         if isinstance(c[f], bool) or not isinstance(c[f], int):
             raise HFError(f"{where}: {f} must be an integer, got {c[f]!r}")
-    refuse = {
-        "activation_function": c["activation_function"] not in ACTIVATIONS_IN,
-        "n_inner": c["n_inner"] not in (None, 4 * c["n_embd"]),         # our MLP is C -> 4C -> C
-        "scale_attn_weights": c["scale_attn_weights"] is not True,        # we always divide by sqrt(hs)
-        "scale_attn_by_inverse_layer_idx": bool(c["scale_attn_by_inverse_layer_idx"]),
-        "add_cross_attention": bool(c["add_cross_attention"]),
-    }
-    bad = [f for f, is_bad in refuse.items() if is_bad]
-    if bad:
-        f = bad[0]
-        allowed = {"activation_function": f"one of {sorted(ACTIVATIONS_IN)}", "n_inner": f"null or 4 * n_embd = {4 * c['n_embd']}",
-                   "scale_attn_weights": "true", "scale_attn_by_inverse_layer_idx": "false",
-                   "add_cross_attention": "false"}[f]
-        raise HFError(f"{where}: {f} = {c[f]!r} cannot be represented by this GPT (it supports {allowed})")
+    checks = [                                  # (field, representable here?, what we support)
+        ("activation_function", c["activation_function"] in ACTIVATIONS_IN, f"one of {sorted(ACTIVATIONS_IN)}"),
+        ("n_inner", c["n_inner"] in (None, 4 * c["n_embd"]), f"null or 4 * n_embd = {4 * c['n_embd']}"),  # C -> 4C -> C
+        ("scale_attn_weights", c["scale_attn_weights"] is True, "true"),          # we always divide by sqrt(hs)
+        ("scale_attn_by_inverse_layer_idx", not c["scale_attn_by_inverse_layer_idx"], "false"),
+        ("add_cross_attention", not c["add_cross_attention"], "false"),
+    ]
+    for field, ok, supported in checks:
+        if not ok:
+            raise HFError(f"{where}: {field} = {c[field]!r} cannot be represented by this GPT (it supports {supported})")
     drops = {f: c[f] for f in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
     if len(set(drops.values())) != 1:       # GPTConfig has one dropout for all three places
         raise HFError(f"{where}: resid_pdrop, embd_pdrop and attn_pdrop differ ({drops}); this GPT "
@@ -229,7 +225,10 @@ def hf_state(model):
     state = {}
     for name, p in model.named_parameters():
         arr = backend.to_numpy(p.data)
-        state["lm_head.weight" if name == "lm_head.weight" else PREFIX + name] = arr.T if name == "lm_head.weight" else arr
+        if name == "lm_head.weight":            # untied: transformers' nn.Linear stores (V, C)
+            state[name] = arr.T
+        else:
+            state[PREFIX + name] = arr
     if isinstance(model.wpe, SinusoidalPositions):
         state[PREFIX + "wpe.weight"] = backend.to_numpy(model.wpe.table.data)
     dt = np.dtype(model.wte.weight.dtype)
@@ -260,7 +259,8 @@ def save_gpt2(model, path, tokenizer=None):
     if tok is not None:
         _atomic(d / TOKENIZER_FILE, lambda tmp: tok.tokenizer.save(tmp))
         tok_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
-        _atomic(d / "tokenizer_config.json", lambda tmp: pathlib.Path(tmp).write_text(json.dumps(tok_config, indent=2) + "\n"))
+        _atomic(d / "tokenizer_config.json",
+                lambda tmp: pathlib.Path(tmp).write_text(json.dumps(tok_config, indent=2) + "\n"))
     return d
 
 
