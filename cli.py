@@ -3,12 +3,15 @@
     tx --version
     tx gradcheck [--op NAME ...] [--fused]
     tx graph PRESET [--out FILE] [--collapse N|repeats|SCOPE] [--rankdir TB|LR]
+    tx graph --hf DIR --prompt TEXT [--collapse repeats]
     tx step PRESET [--all] [--out DIR]
     tx explore PRESET [--out FILE.html]
     tx why PRESET --tensor NAME [--out FILE]
     tx animate PRESET [--out FILE.gif|.svg|.mp4] [--fps N]
     tx train [--data FILE] [--out DIR] [--max-iters N] [--resume | --overwrite] [model options]
-    tx sample [--ckpt DIR] [--prompt TEXT] [--max-new-tokens N]
+    tx sample [--ckpt DIR | --hf DIR] [--prompt TEXT] [--max-new-tokens N]
+    tx attention --hf DIR --prompt TEXT --out heads.png
+    tx export --ckpt RUN --out DIR
     tx seq2seq [--steps N] [--max-len N]
     tx figures --out DIR [--only NAME ...]
     tx bench [--config baby|large|both]
@@ -36,12 +39,14 @@ import numpy as np
 
 import tinygrad_tx
 from tinygrad_tx import selfcheck
-from transformer import (CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, TrainingDiverged, generate,
-                         load_model)
+from transformer import (CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, TrainingDiverged, causal_mask,
+                         generate, load_model)
+from transformer.hf import HFError, load_gpt2, save_gpt2
 from transformer.train import check_meta, holds_run
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
 from viz import examples as viz_examples
-from viz import explore, format_step, frame_graph, render, trace_backward
+from viz import plots as viz_plots
+from viz import draw_graph, explore, format_step, frame_graph, render, trace_backward
 from viz import animate_backward, explain_grad, graph_nodes
 from viz.graph import TooManyNodesError
 from viz.figures import FIGURES, make_figures
@@ -348,10 +353,89 @@ def _interrupted(trainer, out_dir, data, device=None):
     sys.exit(130)
 
 
+# ---- Hugging Face GPT-2 folders: --hf DIR (transformer/hf.py)
+HF_HELP = "A Hugging Face GPT-2 folder (config.json + model.safetensors [+ tokenizer.json]) instead of --ckpt."
+IDS_HELP = "Comma-separated token ids instead of --prompt (for a folder without tokenizer.json)."
+
+
+def _load_hf(folder, device=None):
+    try:
+        _check_device(device)
+        model, tok = load_gpt2(folder)
+    except (HFError, OSError) as e:
+        _fail(str(e))
+    return model.to(device) if device else model, tok
+
+
+def _hf_ids(folder, tok, prompt, ids, vocab_size, min_len=1):
+    """The prompt's token ids: --ids I,J,.. or --prompt through the folder's tokenizer.json."""
+    if ids is not None:
+        try:
+            out = [int(i) for i in ids.replace(" ", "").split(",") if i]
+        except ValueError:
+            raise OneLineUsageError(f"--ids must be comma-separated integers, got {ids!r}") from None
+        bad = [i for i in out if not 0 <= i < vocab_size]
+        if bad:
+            raise OneLineUsageError(f"--ids: {bad} outside the vocabulary 0..{vocab_size - 1}")
+    elif tok is None:
+        raise OneLineUsageError(f"{folder} has no tokenizer.json: pass the prompt as token ids, --ids 464,3290,...")
+    else:
+        try:
+            out = tok.encode("\n" if prompt is None else prompt)
+        except ValueError as e:
+            _fail(f"--prompt: {e}")
+    if len(out) < min_len:
+        raise OneLineUsageError(f"the prompt has {len(out)} token(s); this needs at least {min_len}")
+    return out
+
+
+def _module_boxes(model):
+    """One box per top-level module and per block, as the gpt preset draws."""
+    return ["wte", "wpe", *(f"h.{i}" for i in range(model.config.n_layer)), "ln_f", "lm_head"]
+
+
+def _decode(tok, ids):
+    return tok.decode(ids) if tok is not None else ",".join(str(int(i)) for i in ids)
+
+
+def _short(text, n=60):
+    """A prompt for a title: its repr, cut to about n characters."""
+    return repr(text) if len(text) <= n else repr(text[:n - 3]) + "..."
+
+
+def _sample_hf(folder, prompt, ids, max_new_tokens, temperature, top_k, seed, no_cache, device):
+    if folder is None:
+        raise OneLineUsageError("--ids needs --hf DIR")
+    model, tok = _load_hf(folder, device)
+    idx = _hf_ids(folder, tok, prompt, ids, model.config.vocab_size)
+    if len(idx) > model.config.block_size:
+        click.echo(f"note: the prompt has {len(idx)} tokens, more than the model's block size "
+                   f"{model.config.block_size}; only the last {model.config.block_size} condition the sample", err=True)
+    out = generate(model, np.array([idx]), max_new_tokens, temperature=temperature, top_k=top_k,
+                   rng=np.random.default_rng(seed), use_cache=not no_cache)
+    click.echo(_decode(tok, out[0]))
+
+
+def _hf_loss(folder, prompt, ids):
+    """The model's next-token loss on the prompt (tokens 0..T-2 predict 1..T-1), after backward,
+    every op composed from primitives (no fused ops) so the graph shows each step."""
+    model, tok = _load_hf(folder)
+    idx = _hf_ids(folder, tok, prompt, ids, model.config.vocab_size, min_len=2)
+    if len(idx) > model.config.block_size + 1:
+        raise OneLineUsageError(f"the prompt has {len(idx)} tokens; at most block_size + 1 = "
+                                f"{model.config.block_size + 1} fit")
+    x = np.array([idx])
+    with tinygrad_tx.fused_ops(False):
+        _, loss = model(x[:, :-1], x[:, 1:])                  # (1, T-1) inputs, next-token targets
+        loss.named("loss").backward()
+    return loss, model, tok, idx
+
+
 @main.command(epilog="""\b
 Examples:
   tx sample --ckpt out --prompt "ROMEO:" --max-new-tokens 200
-  tx sample --ckpt out --temperature 0          greedy: always the most likely character""")
+  tx sample --ckpt out --temperature 0          greedy: always the most likely character
+  tx sample --hf gpt2 --prompt "Hello" --max-new-tokens 20   a Hugging Face GPT-2 folder""")
 @click.option("--ckpt", "ckpt_dir", default="out", show_default=True, metavar="DIR",
               help="Checkpoint folder written by tx train (its --out).")
 @click.option("--prompt", default="\n", show_default="a newline", help="Text to continue.")
@@ -363,8 +447,12 @@ Examples:
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step (no KV cache).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
-def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device):
-    """Generate text from a trained GPT checkpoint."""
+@click.option("--hf", "hf_dir", default=None, metavar="DIR", help=HF_HELP)
+@click.option("--ids", default=None, metavar="I,J,..", help=IDS_HELP)
+def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device, hf_dir, ids):
+    """Generate text from a trained GPT checkpoint (or a Hugging Face GPT-2 folder: --hf)."""
+    if hf_dir is not None or ids is not None:
+        return _sample_hf(hf_dir, prompt, ids, max_new_tokens, temperature, top_k, seed, no_cache, device)
     try:
         _check_device(device)
         model, tok = load_model(ckpt_dir, device=device)
@@ -498,8 +586,9 @@ Examples:
   tx graph attention --out attn.png         the format follows the extension
   tx graph gpt --collapse 1 --format pdf    each top-level module folded into one box
   tx graph gpt --collapse repeats           block h.0 drawn, h.1 folded into one box
-  tx graph gpt --collapse 0                 every node, no limit""")
-@click.argument("preset")
+  tx graph gpt --collapse 0                 every node, no limit
+  tx graph --hf gpt2 --prompt "Hello there" --collapse repeats   a Hugging Face GPT-2's backward""")
+@click.argument("preset", required=False)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="File to write (default: PRESET.FORMAT).")
 @click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS), default=None,
@@ -511,14 +600,23 @@ Examples:
               help="Refuse to draw more nodes than this (default: 300; no limit with --collapse 0).")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default=None, help=RANKDIR_HELP)
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the preset's numbers.")
-def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed):
+@click.option("--hf", "hf_dir", default=None, metavar="DIR",
+              help="Instead of PRESET: a Hugging Face GPT-2 folder, its next-token loss on --prompt (default: one box per module).")
+@click.option("--prompt", default=None, help="With --hf: the text (at least 2 tokens).")
+@click.option("--ids", default=None, metavar="I,J,..", help="With --hf: " + IDS_HELP)
+def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed, hf_dir, prompt, ids):
     """Draw the computation graph of PRESET after backward: one box per tensor (shape, values,
     gradient in red), one node per op, modules grouped by scope. PRESET is one of the examples
-    in viz/examples.py (neuron, mlp, attention, layernorm, gpt, ...)."""
+    in viz/examples.py (neuron, mlp, attention, layernorm, gpt, ...); or, with --hf DIR, a
+    Hugging Face GPT-2's next-token loss on --prompt."""
+    if (preset is None) == (hf_dir is None):
+        raise OneLineUsageError("tx graph needs a PRESET or --hf DIR, exactly one (see: tx graph --help)")
+    if hf_dir is None and (prompt is not None or ids is not None):
+        raise OneLineUsageError("--prompt and --ids go with --hf DIR")
     suffix = pathlib.Path(out).suffix.lower().lstrip(".") if out else ""
     if out is None:
         fmt = fmt or "svg"
-        out = f"{preset}.{fmt}"
+        out = f"{preset or pathlib.Path(hf_dir).name}.{fmt}"
     elif suffix in GRAPH_FORMATS:
         if fmt and fmt != suffix:
             raise OneLineUsageError(f"--format {fmt} does not match the extension of --out {out!r}")
@@ -528,9 +626,19 @@ def graph_cmd(preset, out, fmt, collapse, values, max_nodes, rankdir, seed):
     else:
         raise OneLineUsageError(f"--out {out!r}: cannot tell the format; end it with "
                                 f"{', '.join('.' + f for f in GRAPH_FORMATS)} or pass --format")
-    _check_preset(preset)
     if max_nodes is None:
         max_nodes = None if collapse == 0 else 300
+    if hf_dir is not None:
+        loss, model, tok, idx = _hf_loss(hf_dir, prompt, ids)
+        title = (f"{hf_dir}: next-token loss {loss.item():.4f} on {_short(_decode(tok, idx))} "
+                 f"({len(idx) - 1} predictions, {model.num_parameters():,} parameters)")
+        with _viz_errors(max_nodes_flag=True):
+            path = render(draw_graph(loss, title=title, max_nodes=max_nodes, rankdir=rankdir or "TB",
+                                     collapse=_module_boxes(model) if collapse is None else (collapse or None),
+                                     show_values=values), out)
+        click.echo(f"wrote {path}")
+        return
+    _check_preset(preset)
     with _viz_errors(max_nodes_flag=True):
         path = render(viz_examples.draw_preset(preset, seed=seed, max_nodes=max_nodes,
                                                **_given(collapse, rankdir, values)), out)
@@ -693,6 +801,67 @@ def figures_cmd(out_dir, names, seed, progress):
     for path in paths:
         click.echo(f"wrote {path}")
     click.echo(f"{len(paths)} files in {time.perf_counter() - start:.1f} s")
+
+
+# ---- Hugging Face GPT-2: attention / export
+@main.command("attention", epilog="""\b
+Examples:
+  tx attention --hf gpt2 --prompt "The cat sat on the mat" --out heads.png
+  tx attention --hf gpt2 --ids 464,3797,3332 --out heads.svg
+  tx attention --hf gpt2 --prompt "The cat sat on the mat" --layer 5 --out layer5.png""")
+@click.option("--hf", "hf_dir", required=True, metavar="DIR", help="A Hugging Face GPT-2 folder.")
+@click.option("--prompt", default=None, help="The text whose attention to draw.")
+@click.option("--ids", default=None, metavar="I,J,..", help=IDS_HELP)
+@click.option("--out", default="heads.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Image to write (.png or .svg).")
+@click.option("--layer", default=None, type=click.IntRange(0), metavar="N",
+              help="Draw only this layer's heads, larger (default: every layer).")
+def attention_cmd(hf_dir, prompt, ids, out, layer):
+    """Draw every head's attention weights (one row per layer, one column per head) of a
+    Hugging Face GPT-2 on a prompt: row = query token, column = key token; the masked future hatched."""
+    if pathlib.Path(out).suffix.lower() not in (".png", ".svg"):
+        raise OneLineUsageError(f"--out {out!r}: end it with .png or .svg")
+    model, tok = _load_hf(hf_dir)
+    idx = _hf_ids(hf_dir, tok, prompt, ids, model.config.vocab_size)
+    if len(idx) > model.config.block_size:
+        raise OneLineUsageError(f"the prompt has {len(idx)} tokens, more than the block size {model.config.block_size}")
+    if layer is not None and layer >= model.config.n_layer:
+        raise OneLineUsageError(f"--layer {layer}: the model has layers 0..{model.config.n_layer - 1}")
+    labels = [_decode(tok, [i]).replace(" ", "␣").replace("\n", "↵") for i in idx]
+    title = f"{hf_dir}: attention on {_short(_decode(tok, idx))}"
+    with tinygrad_tx.fused_ops():
+        if layer is None:
+            fig = viz_plots.attention_grid(model, np.array(idx), labels, title=title)
+        else:
+            with tinygrad_tx.no_grad():
+                model(np.array([idx]))                            # eval mode: the weights the model uses
+            fig = viz_plots.attention_heatmaps(model.h[layer].attn.weights, labels, mask=causal_mask(len(idx)),
+                                               title=f"{title}, layer {layer}")
+    with _viz_errors():
+        path = viz_plots.save(fig, out, dpi=100)
+    click.echo(f"wrote {path}")
+
+
+@main.command("export", epilog="""\b
+Examples:
+  tx export --ckpt out --out out-hf        then: GPT2LMHeadModel.from_pretrained("out-hf")""")
+@click.option("--ckpt", "ckpt_dir", default="out", show_default=True, metavar="RUN",
+              help="Checkpoint folder written by tx train (its --out).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Folder to write the Hugging Face layout into.")
+def export_cmd(ckpt_dir, out_dir):
+    """Turn a `tx train` checkpoint into a Hugging Face GPT-2 folder: config.json,
+    model.safetensors, and the character vocabulary as tokenizer.json (needs the `hf` extra)."""
+    try:
+        model, tok = load_model(ckpt_dir)
+    except (CheckpointError, ValueError, OSError) as e:
+        _fail(str(e))
+    _writable_dir(out_dir)
+    try:
+        folder = save_gpt2(model, out_dir, tokenizer=tok)
+    except (HFError, OSError) as e:
+        _fail(str(e))
+    click.echo(f"wrote {folder}: config.json, model.safetensors, tokenizer.json "
+               f"({model.num_parameters():,} parameters)")
 
 
 # ---- bench

@@ -144,6 +144,17 @@ def test_resume_of_an_old_checkpoint_without_the_text_hash_works_with_a_note(tmp
     assert "note: this checkpoint predates corpus hashes" in r.output
 
 
+def test_resume_of_a_checkpoint_from_before_layer_norm_eps_takes_its_default(tmp_path, data):
+    out = tmp_path / "run"
+    assert invoke("train", "--data", data, "--out", out, "--max-iters", 2, *TINY).exit_code == 0
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["model_config"]["layer_norm_eps"]                      # written before the field existed
+    (out / "meta.json").write_text(json.dumps(meta))
+    r = invoke("train", "--data", data, "--out", out, "--max-iters", 4, "--resume", *TINY)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "meta.json").read_text())["step"] == 4
+
+
 def test_resume_with_one_different_option_names_only_that_option(tmp_path, data):
     out = tmp_path / "run"
     assert invoke("train", "--data", data, "--out", out, "--max-iters", 2, *TINY).exit_code == 0

@@ -87,16 +87,29 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, device):
-        """Move every parameter and buffer (tensor attribute) to "cpu" or "gpu", in place, so an
-        optimizer built on the parameters keeps working. Returns self."""
+    def to(self, device=None, dtype=None):
+        """Move every parameter and buffer (tensor attribute) to "cpu" or "gpu" and/or convert
+        the float ones to `dtype` ("float32", "float64"), in place, so an optimizer built on the
+        parameters keeps working (build it after a dtype change: its state keeps the old dtype).
+        Integer buffers keep their dtype, as in torch. Returns self."""
+        dt = None if dtype is None else backend.dtype(dtype)
+        if dt is not None and dt.kind != "f":
+            raise TypeError(f"Module.to: dtype must be a float dtype, got {dt}")
         for m in self.modules():
             for value in vars(m).values():
                 if isinstance(value, Tensor):
-                    value.data = backend.to_device(value.data, device)
+                    value.data = _moved(value.data, device, dt)
                     if value.grad is not None:
-                        value.grad = backend.to_device(value.grad, device)
+                        value.grad = _moved(value.grad, device, dt)
         return self
+
+    def double(self):
+        """Every float parameter and buffer to float64 (torch's model.double())."""
+        return self.to(dtype="float64")
+
+    def float(self):
+        """Every float parameter and buffer to float32 (torch's model.float())."""
+        return self.to(dtype="float32")
 
     def num_parameters(self):
         return sum(p.size for p in self.parameters())
@@ -138,6 +151,13 @@ class Module:
 
     def extra_repr(self):
         return ""
+
+
+def _moved(arr, device, dtype):
+    """arr on `device` (None: where it is), float arrays converted to `dtype` (None: unchanged)."""
+    if device is not None:
+        arr = backend.to_device(arr, device)
+    return backend.asarray(arr, dtype) if dtype is not None and backend.is_float(arr) else arr
 
 
 def _is_parameter(value):

@@ -39,16 +39,16 @@ class Block(nn.Module):
     stream and whose keys/values come from the encoder output."""
 
     def __init__(self, n_embd, n_head, causal=True, cross=False, norm="pre", activation="gelu",
-                 bias=True, dropout=0.0):
+                 bias=True, dropout=0.0, eps=1e-5):
         if norm not in ("pre", "post"):
             raise ValueError(f"Block: norm must be 'pre' or 'post', got {norm!r}")
         self.norm = norm
-        self.ln_1 = nn.LayerNorm(n_embd)
+        self.ln_1 = nn.LayerNorm(n_embd, eps)
         self.attn = MultiHeadAttention(n_embd, n_head, causal=causal, bias=bias, dropout=dropout)
         if cross:
-            self.ln_cross = nn.LayerNorm(n_embd)
+            self.ln_cross = nn.LayerNorm(n_embd, eps)
             self.cross_attn = MultiHeadAttention(n_embd, n_head, cross=True, bias=bias, dropout=dropout)
-        self.ln_2 = nn.LayerNorm(n_embd)
+        self.ln_2 = nn.LayerNorm(n_embd, eps)
         self.mlp = MLP(n_embd, activation, bias, dropout)
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache=None):

@@ -25,6 +25,7 @@ class GPTConfig:
     activation: str = "gelu"        # "gelu" (exact erf), "gelu_tanh" or "relu"
     tie_weights: bool = True        # lm_head uses wte's weight (transposed)
     causal: bool = True             # False only to demonstrate leakage of the future
+    layer_norm_eps: float = 1e-5    # every LayerNorm's eps (GPT-2's layer_norm_epsilon)
 
     def __post_init__(self):
         problems = config_problems(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"),
@@ -35,6 +36,9 @@ class GPTConfig:
             problems.append(f"pos must be 'learned' or 'sinusoidal', got {self.pos!r}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            problems.append(f"layer_norm_eps must be a finite number > 0, got {eps!r}")
         if problems:
             raise ValueError("GPTConfig: " + "; ".join(problems))
 
@@ -93,8 +97,8 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else SinusoidalPositions(c.block_size, c.n_embd)
         self.drop = nn.Dropout(c.dropout)
         self.h = nn.ModuleList(Block(c.n_embd, c.n_head, causal=c.causal, norm=c.norm, activation=c.activation,
-                                     bias=c.bias, dropout=c.dropout) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.n_embd)
+                                     bias=c.bias, dropout=c.dropout, eps=c.layer_norm_eps) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps)
         self.lm_head = TiedHead(self.wte.weight) if c.tie_weights else nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights()
 

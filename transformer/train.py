@@ -149,7 +149,9 @@ class Trainer:
         except CheckpointError as e:
             raise CheckpointError(f"--resume: {e}") from None
         self._check_same_data(meta)                # first: another text also changes vocab_size
-        diff = config_diff(meta["model_config"], self.model.config.to_dict())
+        # a field added since the checkpoint was written (layer_norm_eps) counts as its default
+        defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.default is not dataclasses.MISSING}
+        diff = config_diff({**defaults, **meta["model_config"]}, self.model.config.to_dict())
         if diff:
             raise CheckpointError(f"--resume: the model config differs from the checkpoint's: {diff}")
         # everything but max_iters (and diagnostics_interval, which changes nothing) must match,
