@@ -1,0 +1,82 @@
+"""Thread policy, in one place: how many threads BLAS (OpenBLAS/MKL, through threadpoolctl)
+and the compiled kernels (numba) use.
+
+Default: one thread per physical core (hyperthreads share a core's arithmetic units, so they
+add little to dense loops), or TX_THREADS=N, or `tx train/sample/bench --threads N`
+(`set_threads`). Under load, threads that wait for each other lose: a parallel loop is as
+slow as its slowest thread, and a thread whose core runs another process finishes last. So
+the compiled kernels' OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY
+passive), and `set_threads(None)` leaves out the cores that other processes keep busy (the
+one-minute load average when it is called). bench/under_load.py measures the effect."""
+import os
+
+# read by libgomp when numba starts its thread pool: set before that (the kernels import us)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+
+_threads = None
+
+
+def physical_cores():
+    """Cores this process may run on, counting hyperthread siblings once (Linux: from
+    /sys topology; elsewhere os.cpu_count())."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def idle_cores():
+    """Physical cores minus those busy with other processes (rounded one-minute load
+    average), at least 1."""
+    try:
+        busy = round(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        busy = 0
+    return max(1, physical_cores() - busy)
+
+
+def default_threads():
+    """TX_THREADS if set, else one per idle physical core."""
+    env = os.environ.get("TX_THREADS", "").strip()
+    if env:
+        return _check(env, "TX_THREADS")
+    return idle_cores()
+
+
+def _check(n, where):
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: the thread count must be a positive integer, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{where}: the thread count must be a positive integer, got {n}")
+    return n
+
+
+def set_threads(n=None):
+    """Use n threads for BLAS and for the compiled kernels (None: default_threads()).
+    Returns the number set. numba cannot go above the count it started with
+    (NUMBA_NUM_THREADS, all cores by default); BLAS can."""
+    global _threads
+    n = default_threads() if n is None else _check(n, "set_threads")
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:                                 # pragma: no cover - a dependency
+        pass
+    from . import kernels
+    if kernels.numba is not None:
+        kernels.numba.set_num_threads(min(n, kernels.numba.config.NUMBA_NUM_THREADS))
+    _threads = n
+    return n
+
+
+def num_threads():
+    """The count last set by set_threads (None before any call: libraries' own defaults)."""
+    return _threads
