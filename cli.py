@@ -129,6 +129,14 @@ def _check_device(device):
             _fail(str(e))
 
 
+def _set_threads(n):
+    """--threads (None: $TX_THREADS, else one per idle physical core): tinygrad_tx/threads.py."""
+    try:
+        tinygrad_tx.threads.set_threads(n)
+    except ValueError as e:                     # a bad TX_THREADS
+        _fail(str(e))
+
+
 def _writable_dir(path):
     p = pathlib.Path(path)
     try:
@@ -175,14 +183,17 @@ Examples:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="BLAS and compiled-kernel threads (default: $TX_THREADS, else one per idle physical core).")
 def train(data, out_dir, max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay,
           grad_clip, seed, resume, block_size, n_layer, n_head, n_embd, dropout, bias, norm, pos, activation,
-          tie_weights, causal, progress, device):
+          tie_weights, causal, progress, device, threads):
     """Train a character-level GPT (nanoGPT's char recipe), printing the final val_loss.
 
     Evaluates train/val loss every --eval-interval steps on fixed batches, appends them to
     OUT/metrics.jsonl and writes a checkpoint (OUT/meta.json + arrays) that `tx sample` reads.
     """
+    _set_threads(threads)
     try:
         dataset = TextDataset.from_file(data)
         shortest = min(len(dataset.train), len(dataset.val))
@@ -229,8 +240,11 @@ Examples:
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step (no KV cache).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
-def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device):
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="BLAS and compiled-kernel threads (default: $TX_THREADS, else one per idle physical core).")
+def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device, threads):
     """Generate text from a trained GPT checkpoint."""
+    _set_threads(threads)
     try:
         _check_device(device)
         model, tok = load_model(ckpt_dir, device=device)
@@ -497,7 +511,8 @@ Examples:
 @click.option("--config", type=click.Choice(["baby", "large", "both"]), default="baby", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--steps", default=None, type=click.IntRange(1), help="Timed steps per process.")
-@click.option("--threads", default=None, type=click.IntRange(1), help="BLAS/torch threads (default: all cores).")
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="Threads of each side: BLAS, compiled kernels, torch (default: $TX_THREADS, else one per idle physical core).")
 @click.option("--generate", is_flag=True, help="Also time generating 200 tokens.")
 @click.option("--no-torch", is_flag=True, help="Time only tinygrad_tx.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,

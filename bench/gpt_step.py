@@ -181,7 +181,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="timed steps per process (default 20 baby, 5 large)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=None,
+                    help="each side's threads (default: $TX_THREADS, else one per idle physical core)")
     ap.add_argument("--generate", action="store_true", help="also time generating 200 tokens (ours)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: CuPy for ours, CUDA for torch")
@@ -190,6 +191,9 @@ def main(argv=None):
                          "numpy instead of the compiled kernels")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.threads is None:
+        from tinygrad_tx.threads import default_threads
+        a.threads = default_threads()
     if a.worker:
         c = CONFIGS[a.config]
         res = (worker_ours(c, a.steps, a.warmup, a.generate, a.device, a.variant, a.threads) if a.worker == "ours"

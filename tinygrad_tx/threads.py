@@ -3,7 +3,7 @@ and the compiled kernels (numba) use.
 
 Default: one thread per physical core (hyperthreads share a core's arithmetic units, so they
 add little to dense loops), or TX_THREADS=N, or `tx train/sample/bench --threads N`
-(`set_threads`). Under load, threads that wait for each other lose: a parallel loop is as
+(`set_threads`). The first compiled kernel applies the default if nothing was set. Under load, threads that wait for each other lose: a parallel loop is as
 slow as its slowest thread, and a thread whose core runs another process finishes last. So
 the compiled kernels' OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY
 passive), and `set_threads(None)` leaves out the cores that other processes keep busy (the
@@ -42,10 +42,12 @@ def idle_cores():
 
 
 def default_threads():
-    """TX_THREADS if set, else one per idle physical core."""
-    env = os.environ.get("TX_THREADS", "").strip()
-    if env:
-        return _check(env, "TX_THREADS")
+    """TX_THREADS if set, else OPENBLAS_NUM_THREADS or OMP_NUM_THREADS if set (a choice already
+    made for BLAS), else one per idle physical core."""
+    for var in ("TX_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(var, "").strip()
+        if env:
+            return _check(env, var)
     return idle_cores()
 
 

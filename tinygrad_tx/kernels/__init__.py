@@ -49,6 +49,8 @@ def compiled(*arrays):
     if not all(type(a).__module__ == "numpy" and (a.dtype.kind != "f" or a.dtype.itemsize in (4, 8))
                for a in arrays):
         return False
+    if threads.num_threads() is None:           # first use: the default thread policy
+        threads.set_threads()
     if numba is None:
         if not _warned:
             warnings.warn(f"tinygrad_tx: numba is not available ({_why}); the fused ops run their numpy "
