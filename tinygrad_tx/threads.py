@@ -9,6 +9,7 @@ the compiled kernels' OpenMP threads sleep when idle instead of spinning (OMP_WA
 passive), and `set_threads(None)` leaves out the cores that other processes keep busy (the
 one-minute load average when it is called). bench/under_load.py measures the effect."""
 import os
+import time
 
 # read by libgomp when numba starts its thread pool: set before that (the kernels import us)
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
@@ -31,14 +32,28 @@ def physical_cores():
     return max(1, len(cores))
 
 
-def idle_cores():
-    """Physical cores minus those busy with other processes (rounded one-minute load
-    average), at least 1."""
+def busy_fraction(window=0.1):
+    """The share of all CPUs' time spent running something over the next `window` seconds
+    (/proc/stat; the one-minute load average where there is none)."""
+    def sample():
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]                     # all, idle + iowait
     try:
-        busy = round(os.getloadavg()[0])
-    except (OSError, AttributeError):
-        busy = 0
-    return max(1, physical_cores() - busy)
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+        return 1 - (idle1 - idle0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        try:
+            return min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+        except (OSError, AttributeError):
+            return 0.0
+
+
+def idle_cores():
+    """Physical cores that other processes are not keeping busy right now, at least 1."""
+    return max(1, round(physical_cores() * (1 - busy_fraction())))
 
 
 def default_threads():
