@@ -43,9 +43,11 @@ def cases_ours():
     from transformer.masks import causal_mask
     try:
         from tinygrad_tx import threads
+        from transformer.memory import keep_freed_memory
         threads.set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     except ImportError:                          # an older commit: OPENBLAS_NUM_THREADS only
-        pass
+        keep_freed_memory = tx.backend.keep_freed_memory
+    keep_freed_memory()
     rng = np.random.default_rng(0)
 
     def t(*shape):

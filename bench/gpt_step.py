@@ -57,8 +57,12 @@ def worker_ours(c, steps, warmup, gen, device="cpu", variant=(), threads=None):
     import tinygrad_tx as tx
     from transformer import GPT, GPTConfig, TrainConfig, generate
     from transformer.train import make_optimizer
-    if "no-malloc" not in variant and hasattr(tx.backend, "keep_freed_memory"):
-        tx.backend.keep_freed_memory()
+    if "no-malloc" not in variant:
+        try:
+            from transformer.memory import keep_freed_memory
+        except ImportError:                                 # older commits: in the backend
+            keep_freed_memory = getattr(tx.backend, "keep_freed_memory", lambda: None)
+        keep_freed_memory()
     if hasattr(tx.backend, "set_default_device"):
         tx.backend.set_default_device(device)
     fused = getattr(tx, "fused_ops", None)

@@ -4,12 +4,12 @@ Every op gets its array functions from the module returned by `array_module(...)
 the op as `self.xp`), never by importing numpy itself: numpy for "cpu" arrays, CuPy for "gpu"
 arrays. CuPy is imported only when a GPU is asked for, so the engine imports fast without it.
 
-Also here: the default float dtype (float32; float64 is kept when asked for), the random
-generator used for initialisation and dropout, and `erf` (numpy has none).
+Also here: the default float dtype (float32; float64 is kept when asked for), PyTorch's dtype
+promotion, the random generator used for initialisation and dropout, and `erf` (numpy has
+none; scipy's or CuPy's). The fused ops' compiled loops are in kernels/, thread policy in
+threads.py, the glibc heap setting beside the training loop (transformer/memory.py).
 """
 import contextlib
-import ctypes
-import ctypes.util
 import math
 import os
 
@@ -258,24 +258,3 @@ def erf(x):
     except ImportError:                                # pragma: no cover - scipy is a dependency
         return numpy.asarray(_erf_scalar(x), dtype=x.dtype)
     return numpy.asarray(scipy_erf(x)).astype(x.dtype, copy=False)
-
-
-def keep_freed_memory():
-    """Ask glibc to keep freed large blocks in the heap instead of returning them to the OS.
-
-    By default glibc serves every allocation over M_MMAP_THRESHOLD (128 KiB, adapted upward
-    at runtime) with fresh pages from mmap and unmaps them on free, so each large temporary
-    of a training step pays page faults again. Raising the mmap and trim thresholds lets
-    the step reuse the same memory. Called by the training loop and the benchmark (never at
-    import). Returns True where applied (Linux with glibc), False elsewhere."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(libc_name).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)           # glibc's maximum on 64-bit
-    ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)        # keep up to 1 GiB of free heap
-    return bool(ok)
