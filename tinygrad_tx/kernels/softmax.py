@@ -6,33 +6,45 @@ import math
 from . import prange, rows_kernel
 
 
-@rows_kernel
-def masked_softmax_forward(x, blocked, scale, y):
+def masked_softmax_forward(xp, x, blocked, scale, y):
     """y[n, i, :] = softmax(scale * x[n, i, :]) with blocked keys (blocked[n or 0, i, j] True)
-    at weight 0; a query with every key blocked gets all zeros. y may be x itself."""
+    at weight 0; a query with every key blocked gets all zeros. y may be x itself. Three
+    passes: the shifted scores (a loop), their exp (numpy's vectorised exp: numba's is a
+    scalar libm call here, ~10x slower), the normalisation (a loop)."""
+    scores_minus_max(x, blocked, scale, y)
+    xp.exp(y, out=y)                                  # exp(-inf) = 0: blocked keys weigh 0
+    normalise_rows(y.reshape(-1, y.shape[-1]))
+
+
+@rows_kernel
+def scores_minus_max(x, blocked, scale, z):
+    """z[n, i, j] = scale * x[n, i, j] - max_j(allowed scale * x[n, i, :]), -inf where blocked
+    (and in a row with every key blocked). Subtracting the max keeps exp from overflowing."""
     N, Tq, Tk = x.shape
     shared = blocked.shape[0] == 1                    # one (Tq, Tk) pattern for every n (causal)
     for r in prange(N * Tq):
         n, i = r // Tq, r % Tq
         nb = 0 if shared else n
-        # pass 1: the row max over allowed keys (subtracting it keeps exp from overflowing)
         maxval = -math.inf
         for j in range(Tk):
             if not blocked[nb, i, j] and scale * x[n, i, j] > maxval:
                 maxval = scale * x[n, i, j]
-        if maxval == -math.inf:                       # every key blocked: zero weights, not 0/0
-            for j in range(Tk):
-                y[n, i, j] = 0.0
-            continue
-        # pass 2: exp and its sum;  pass 3: normalise
+        for j in range(Tk):
+            z[n, i, j] = -math.inf if blocked[nb, i, j] or maxval == -math.inf else scale * x[n, i, j] - maxval
+
+
+@rows_kernel
+def normalise_rows(e):
+    """e[r, :] /= sum(e[r, :]); a row of zeros (every key blocked) stays zeros, not 0/0."""
+    R, T = e.shape
+    for r in prange(R):
         expsum = 0.0
-        for j in range(Tk):
-            e = 0.0 if blocked[nb, i, j] else math.exp(scale * x[n, i, j] - maxval)
-            y[n, i, j] = e
-            expsum += e
-        inv = 1.0 / expsum
-        for j in range(Tk):
-            y[n, i, j] *= inv
+        for j in range(T):
+            expsum += e[r, j]
+        if expsum > 0:
+            inv = 1.0 / expsum
+            for j in range(T):
+                e[r, j] *= inv
 
 
 @rows_kernel

@@ -86,7 +86,7 @@ def masked_softmax(xp, x, mask, scale, out=None):
     y = xp.empty_like(mats) if out is None else flat_rows(out, 2)
     blocked = blocked_keys(xp, mask, x.shape)                               # (1 or N, Tq, Tk)
     if kernels.compiled(mats, blocked):
-        softmax_k.masked_softmax_forward(mats, blocked, float(scale), y)
+        softmax_k.masked_softmax_forward(xp, mats, blocked, float(scale), y)
     else:
         y[...] = softmax_k.masked_softmax_forward_xp(xp, mats, blocked, scale)
     return y.reshape(x.shape)
@@ -274,15 +274,16 @@ class Gelu(Function):
         on_kernels = kernels.compiled(flat)
         if approximate == "tanh":
             if on_kernels:
-                y, t = xp.empty_like(flat), xp.empty_like(flat)
-                gelu_k.gelu_tanh_forward(flat, y, t)
+                y, t = xp.empty_like(flat), gelu_k.tanh_u_xp(xp, flat)
+                gelu_k.gelu_tanh_forward(flat, t, y)
             else:
                 y, t = gelu_k.gelu_tanh_forward_xp(xp, flat)
             self.save_for_backward(flat, t)
             return y.reshape(x.shape)
         if on_kernels:
-            y, cdf, pdf = xp.empty_like(flat), xp.empty_like(flat), xp.empty_like(flat)
-            gelu_k.gelu_forward(flat, y, cdf, pdf, x.dtype.itemsize == 4)     # float32: polynomial Phi
+            y, cdf = xp.empty_like(flat), xp.empty_like(flat)
+            pdf = gelu_k.gauss_xp(xp, flat)                                   # exp(-x^2/2), becomes phi(x)
+            gelu_k.gelu_forward(flat, pdf, y, cdf, pdf, x.dtype.itemsize == 4)   # float32: polynomial Phi
         else:
             y, cdf, pdf = gelu_k.gelu_forward_xp(xp, backend.erf, flat)
         self.save_for_backward(flat, cdf, pdf)
