@@ -186,3 +186,36 @@ def test_tx_no_numba_env_selects_the_xp_path_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_no_writable_cache_compiles_without_caching(monkeypatch):
+    """numba raises at decoration when no cache location can be written: compile per process."""
+    calls = []
+
+    class FakeNumba:
+        @staticmethod
+        def njit(**options):
+            calls.append(options["cache"])
+            if options["cache"]:
+                raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+            return lambda fn: fn
+    monkeypatch.setattr(kernels, "numba", FakeNumba)
+    f = kernels.rows_kernel(lambda v: v + 1)
+    assert f(1) == 2 and calls == [True, False]
+
+
+def test_kernels_run_when_numba_cache_dir_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = ("import numpy as np, tinygrad_tx as tx\n"
+            "with tx.fused_ops():\n"
+            "    t = tx.Tensor(np.linspace(-3, 3, 7), requires_grad=True)\n"
+            "    t.gelu().sum().backward()\n"
+            "print(float(t.grad.sum()))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocker / "cache")}      # a folder inside a file
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    with fused_ops(False):
+        t = Tensor(np.linspace(-3, 3, 7), requires_grad=True)
+        t.gelu().sum().backward()
+    assert float(out.stdout) == pytest.approx(float(t.grad.sum()), abs=1e-12)
