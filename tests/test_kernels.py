@@ -65,7 +65,7 @@ def test_layernorm_kernels_equal_xp(dtype, tol, N, C):
         ry, rmean, rrstd = layernorm.layernorm_forward_xp(np, x, w, b, 1e-5)
         for a, r in ((y, ry), (mean, rmean), (rstd, rrstd)):
             close(a, r, tol)
-        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+        dx, dw, db = np.empty_like(x), np.zeros_like(w), np.zeros_like(b)
         layernorm.layernorm_backward(x, w, mean, rstd, g, dx)
         layernorm.layernorm_param_grads(x, mean, rstd, g, dw, db)
         rdx, rdw, rdb = layernorm.layernorm_backward_xp(np, x, w, rmean, rrstd, g)

@@ -51,19 +51,22 @@ def layernorm_backward(x, w, mean, rstd, g, dx):
             dx[i, c] = rstd[i] * (dnorm - dnorm_mean - xhat * dnorm_norm_mean)
 
 
+CHANNELS_PER_TASK = 16
+
+
 @rows_kernel
 def layernorm_param_grads(x, mean, rstd, g, dw, db):
     """dL/dw = sum over rows of dL/dy * xhat,  dL/db = sum over rows of dL/dy.
-    prange over the C channels (each thread owns its columns, so no two add into one)."""
+    dw and db zeroed by the caller. prange over slices of the C channels (each thread owns its
+    columns, so no two add into one element); rows in order, so each slice is read along rows."""
     N, C = x.shape
-    for c in prange(C):
-        sw = 0.0
-        sb = 0.0
+    for task in prange((C + CHANNELS_PER_TASK - 1) // CHANNELS_PER_TASK):
+        c0 = task * CHANNELS_PER_TASK
+        c1 = min(c0 + CHANNELS_PER_TASK, C)
         for i in range(N):
-            sw += g[i, c] * (x[i, c] - mean[i]) * rstd[i]
-            sb += g[i, c]
-        dw[c] = sw
-        db[c] = sb
+            for c in range(c0, c1):
+                dw[c] += g[i, c] * (x[i, c] - mean[i]) * rstd[i]
+                db[c] += g[i, c]
 
 
 # ----------------------------------------------------------------------------- xp reference

@@ -233,7 +233,7 @@ class LayerNorm(Function):
         rows, w, mean, rstd = self.saved
         xp, g2 = self.xp, flat_rows(g)                                      # (N, C)
         if kernels.compiled(rows, g2):
-            dx, dw, db = xp.empty_like(g2), xp.empty(w.shape, dtype=g.dtype), xp.empty(w.shape, dtype=g.dtype)
+            dx, dw, db = xp.empty_like(g2), xp.zeros(w.shape, dtype=g.dtype), xp.zeros(w.shape, dtype=g.dtype)
             layernorm_k.layernorm_backward(rows, w, mean, rstd, g2, dx)
             layernorm_k.layernorm_param_grads(rows, mean, rstd, g2, dw, db)
         else:
