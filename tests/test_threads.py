@@ -28,7 +28,11 @@ def test_set_threads_sets_blas_and_numba(n):
 def test_default_is_tx_threads_then_blas_env_then_idle_cores(monkeypatch):
     for var in ("TX_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
-    assert 1 <= threads.default_threads() == threads.idle_cores() <= threads.physical_cores()
+    assert 0 <= threads.busy_fraction() <= 1
+    monkeypatch.setattr(threads, "busy_fraction", lambda: 0.0)          # a quiet machine: every core
+    assert threads.default_threads() == threads.physical_cores() >= 1
+    monkeypatch.setattr(threads, "busy_fraction", lambda: 1.0)          # every core busy: still one
+    assert threads.default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.default_threads() == 3
     monkeypatch.setenv("TX_THREADS", "2")

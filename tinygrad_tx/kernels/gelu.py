@@ -14,10 +14,11 @@ GELU_C = 0.044715
 def gelu_forward(x, gauss, y, cdf, pdf, poly_erf):
     """y = x * Phi(x), Phi(x) = (1 + erf(x / sqrt2)) / 2; keeps Phi(x) and phi(x) for backward.
     gauss = exp(-x^2/2), computed by the caller with numpy's vectorised exp: numba's exp is a
-    scalar libm call here (no SVML), which made it 80% of this kernel's time.
+    scalar libm call here (no SVML), which made it 80% of this kernel's time. gauss may be
+    pdf itself (each element is read before phi(x) is written over it).
     poly_erf (float32 storage): Phi by Abramowitz & Stegun 7.1.26, |error| < 1e-7 (below
-    float32's resolution of Phi), which reuses gauss instead of calling libm's erf. Without
-    calls the loop vectorises."""
+    float32's resolution of Phi), which reuses gauss instead of calling libm's erf (float64
+    keeps math.erf: the composed op's precision)."""
     for i in prange(x.shape[0]):
         xi = x[i]
         if poly_erf:

@@ -79,7 +79,7 @@ def blocked_keys(xp, mask, shape):
 def masked_softmax(xp, x, mask, scale, out=None):
     """softmax(scale * x) over the last axis with blocked positions (mask True) at weight 0;
     a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array, or
-    `out` (which may be x itself). kernels/softmax.py: the loop and its xp reference."""
+    `out` (which may be x itself). kernels/softmax.py: the loops and their xp reference."""
     if x.size == 0:                                                         # no scores: nothing to normalise
         return x.copy() if out is None else out
     mats = flat_rows(x, 2)                                                  # (N, Tq, Tk)
