@@ -199,9 +199,27 @@ def test_no_writable_cache_compiles_without_caching(monkeypatch):
             if options["cache"]:
                 raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
             return lambda fn: fn
+
+        @staticmethod
+        def set_num_threads(n):
+            calls.append(("threads", n))
     monkeypatch.setattr(kernels, "numba", FakeNumba)
     f = kernels.rows_kernel(lambda v: v + 1)
-    assert f(1) == 2 and calls == [True, False]
+    assert f(1) == 2 and calls == [True, False, ("threads", 1)]
+
+
+def test_small_calls_run_on_one_thread_large_ones_on_all(monkeypatch):
+    from tinygrad_tx import threads
+    seen = []
+    monkeypatch.setattr(kernels.numba, "set_num_threads", seen.append)
+    threads.set_threads(2)
+    try:
+        for n in (kernels.PARALLEL_MIN_ELEMENTS - 1, kernels.PARALLEL_MIN_ELEMENTS):
+            x = np.zeros(n, np.float32)
+            gelu.gelu_backward(x, x, x, x, np.empty_like(x))
+    finally:
+        threads.set_threads(1)
+    assert seen == [1, min(2, kernels.numba.config.NUMBA_NUM_THREADS)]
 
 
 def test_kernels_run_when_numba_cache_dir_cannot_be_created(tmp_path):

@@ -13,7 +13,7 @@ from tinygrad_tx.autograd import toposort
 from transformer import GPT, GPTConfig, scaled_dot_product_attention
 from transformer.train import TrainConfig, make_optimizer
 
-BIG = 65536 * 3 + 123          # larger than any cache-sized piece, and not a round number
+BIG = (1 << 18) * 3 + 123      # above kernels.PARALLEL_MIN_ELEMENTS (so on every thread), not a round number
 
 
 def both_paths(fn, *arrays):

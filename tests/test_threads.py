@@ -22,7 +22,7 @@ def test_set_threads_sets_blas_and_numba(n):
     assert threads.set_threads(n) == n and threads.num_threads() == n
     assert blas_threads() == {n}
     if kernels.available():
-        assert kernels.numba.get_num_threads() == min(n, kernels.numba.config.NUMBA_NUM_THREADS)
+        assert kernels._kernel_threads == min(n, kernels.numba.config.NUMBA_NUM_THREADS)
 
 
 def test_default_is_tx_threads_then_blas_env_then_idle_cores(monkeypatch):

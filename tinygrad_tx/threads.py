@@ -79,7 +79,8 @@ def _check(n, where):
 def set_threads(n=None):
     """Use n threads for BLAS and for the compiled kernels (None: default_threads()).
     Returns the number set. numba cannot go above the count it started with
-    (NUMBA_NUM_THREADS, all cores by default); BLAS can."""
+    (NUMBA_NUM_THREADS, all cores by default); BLAS can. Small kernel calls run on one thread
+    whatever n (kernels.PARALLEL_MIN_ELEMENTS)."""
     global _threads
     n = default_threads() if n is None else _check(n, "set_threads")
     try:
@@ -88,8 +89,7 @@ def set_threads(n=None):
     except ImportError:                                 # pragma: no cover - a dependency
         pass
     from . import kernels
-    if kernels.numba is not None:
-        kernels.numba.set_num_threads(min(n, kernels.numba.config.NUMBA_NUM_THREADS))
+    kernels.set_kernel_threads(n)
     _threads = n
     return n
 

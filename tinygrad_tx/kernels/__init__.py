@@ -11,6 +11,7 @@ numba compiles on the first call for each dtype and caches the machine code on d
 (`cache=True`): next to this package when it is writable, else in NUMBA_CACHE_DIR or numba's
 user-wide cache; where no cache can be written, kernels compile in every process instead.
 TX_NO_NUMBA=1 (or numba not installed) selects the xp formulation, with one warning."""
+import functools
 import os
 import warnings
 
@@ -25,20 +26,42 @@ except ImportError as e:
     numba, prange, _why = None, range, str(e)
 
 _why = ""                   # why numba is not used, for the warning
+_kernel_threads = 1
 _warned = False
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 18     # below this a kernel runs on one thread (see rows_kernel)
 
 
 def rows_kernel(fn):
     """numba.njit(parallel=True, cache=True, fastmath=False): `prange` loops share their rows
     among numba's threads; fastmath stays off so results do not depend on the thread count or
-    on reassociation. Without numba the function stays plain Python (and is never called on
-    arrays: the fused ops use the xp formulation then)."""
+    on reassociation; error_model="numpy": x / 0 is inf or nan, as in numpy, not an exception.
+    A call whose largest array has fewer than PARALLEL_MIN_ELEMENTS elements runs on one
+    thread: starting and joining a parallel region costs more than a second core saves there
+    (the baby GPT's step: 30.9 ms with one kernel thread, 32.2 ms with two; bench/RESULTS.md).
+    Without numba the function stays plain Python (and is never called on arrays: the fused
+    ops use the xp formulation then)."""
     if numba is None:
         return fn
     try:
-        return numba.njit(parallel=True, cache=True, fastmath=False, error_model="numpy")(fn)
+        kernel = numba.njit(parallel=True, cache=True, fastmath=False, error_model="numpy")(fn)
     except RuntimeError:                        # no writable cache location: compile per process
-        return numba.njit(parallel=True, cache=False, fastmath=False, error_model="numpy")(fn)
+        kernel = numba.njit(parallel=True, cache=False, fastmath=False, error_model="numpy")(fn)
+
+    @functools.wraps(fn)
+    def run(*args):
+        size = max((a.size for a in args if hasattr(a, "size") and hasattr(a, "shape")), default=0)
+        numba.set_num_threads(_kernel_threads if size >= PARALLEL_MIN_ELEMENTS else 1)
+        return kernel(*args)
+    run.kernel = kernel                         # the numba dispatcher itself
+    return run
+
+
+def set_kernel_threads(n):
+    """Threads for large kernels (threads.set_threads calls this)."""
+    global _kernel_threads
+    _kernel_threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)) if numba is not None else 1
 
 
 def compiled(*arrays):
