@@ -15,8 +15,9 @@ import functools
 import os
 import warnings
 
-from .. import threads   # noqa: F401  sets the OpenMP wait policy before numba starts its threads
+from .. import threads      # sets the OpenMP wait policy before numba starts its threads
 
+_why = ""                   # why numba is not used, for the warning
 try:
     if os.environ.get("TX_NO_NUMBA", "") not in ("", "0"):
         raise ImportError("TX_NO_NUMBA is set")
@@ -25,7 +26,6 @@ try:
 except ImportError as e:
     numba, prange, _why = None, range, str(e)
 
-_why = ""                   # why numba is not used, for the warning
 _kernel_threads = 1
 _warned = False
 
