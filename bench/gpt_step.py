@@ -101,7 +101,7 @@ def worker_ours(c, steps, warmup, gen, device="cpu", variant=(), threads=None):
     out = {"ms": 1e3 * statistics.median(times[warmup:]), "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
            "first_step_s": times[0]}
     out["threads"] = threads
-    out["compile_s"] = max(0.0, times[0] - statistics.median(times[warmup:]))   # first use of AdamW's kernel
+    out["compile_s"] = max(0.0, times[0] - statistics.median(times[warmup:]))   # AdamW's kernel's first use, first-touch memory
     if gen:
         prompt = x[:1, :1]
         for cache in (True, False):
@@ -251,7 +251,7 @@ def print_table(rows):
               f"{o_rss:>11.0f} {t_rss:>12.0f} {o_step:>8.0f}/{t_step:<6.0f}={o_step / t_step:>4.2f}")
         compile_s = [round(r["compile_s"], 2) for r in ours if "compile_s" in r]
         if compile_s:
-            print(f"       first step minus a timed one (AdamW's kernel compiled or loaded from cache), s: {compile_s}")
+            print(f"       first step minus a timed one (first use of AdamW's kernel, first touch of memory), s: {compile_s}")
         gen = [r for r in ours if "gen_cache_s" in r]
         if gen:
             print(f"       generate 200 tokens: {gen[0]['gen_cache_s']:.2f} s with KV cache, "
