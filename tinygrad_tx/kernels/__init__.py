@@ -5,7 +5,10 @@ kernel is tested against, what the GPU runs, and what the CPU runs when numba is
 
 A kernel never allocates: the fused op passes in every output array, so this package needs no
 array library of its own (numpy stays in backend.py). Kernels take C-contiguous rows or any
-strided view numba accepts; their arithmetic is in float64 whatever the storage dtype.
+strided view numba accepts. Their scalar arithmetic is float64 (Python float constants and
+0.0 accumulators promote it) whatever the storage dtype, except where a loop adds straight into
+an output array (layer norm's parameter gradients, the embedding gradient): that sums in the
+array's dtype.
 
 numba compiles on the first call for each dtype and caches the machine code on disk
 (`cache=True`): next to this package when it is writable, else in NUMBA_CACHE_DIR or numba's
