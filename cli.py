@@ -174,6 +174,14 @@ def _check_device(device):
             _fail(f"{'--device gpu' if device else 'TX_DEVICE=gpu'}: {e}")
 
 
+def _set_threads(n):
+    """--threads (None: $TX_THREADS, else one per idle physical core): tinygrad_tx/threads.py."""
+    try:
+        tinygrad_tx.threads.set_threads(n)
+    except ValueError as e:                     # a bad TX_THREADS
+        _fail(str(e))
+
+
 def _writable_dir(path):
     p = pathlib.Path(path)
     try:
@@ -225,7 +233,9 @@ Examples:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
-def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, device, **options):
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="BLAS and compiled-kernel threads (default: $TX_THREADS, else one per idle physical core).")
+def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, device, threads, **options):
     """Train a character-level GPT (nanoGPT's char recipe), printing the final val_loss.
 
     Evaluates train/val loss every --eval-interval steps on fixed batches, appends them to
@@ -245,6 +255,7 @@ def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, devi
     (max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay, grad_clip, seed, block_size,
      n_layer, n_head, n_embd, dropout, bias, norm, pos, activation, tie_weights, causal) = (
         options[k] for k in TRAIN_OPTIONS + MODEL_OPTIONS)
+    _set_threads(threads)
     trainer = None
     try:
         dataset = TextDataset.from_file(data)
@@ -449,8 +460,11 @@ Examples:
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
 @click.option("--hf", "hf_dir", default=None, metavar="DIR", help=HF_HELP)
 @click.option("--ids", default=None, metavar="I,J,..", help=IDS_HELP)
-def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device, hf_dir, ids):
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="BLAS and compiled-kernel threads (default: $TX_THREADS, else one per idle physical core).")
+def sample(ckpt_dir, prompt, max_new_tokens, temperature, top_k, seed, no_cache, device, hf_dir, ids, threads):
     """Generate text from a trained GPT checkpoint (or a Hugging Face GPT-2 folder: --hf)."""
+    _set_threads(threads)
     if hf_dir is not None or ids is not None:
         return _sample_hf(hf_dir, prompt, ids, max_new_tokens, temperature, top_k, seed, no_cache, device)
     try:
@@ -873,7 +887,8 @@ Examples:
 @click.option("--config", type=click.Choice(["baby", "large", "both"]), default="baby", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=COUNT)
 @click.option("--steps", default=None, type=COUNT, help="Timed steps per process.")
-@click.option("--threads", default=None, type=COUNT, help="BLAS/torch threads (default: all cores).")
+@click.option("--threads", default=None, type=COUNT,
+              help="Threads of each side: BLAS, compiled kernels, torch (default: $TX_THREADS, else one per idle physical core).")
 @click.option("--generate", is_flag=True, help="Also time generating 200 tokens.")
 @click.option("--no-torch", is_flag=True, help="Time only tinygrad_tx.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,

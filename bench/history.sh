@@ -43,7 +43,7 @@ for i in "${!stages[@]}"; do
   s=${stages[$i]}
   printf '%-8s %8s ms  %s   (rounds:%s)\n' "${s%% *}" "$(echo "${ms[$i]}" | median)" "${s#* }" "${ms[$i]}"
 done
-for v in composed no-malloc all-grads; do
+for v in composed no-malloc all-grads no-numba; do
   m=$("$py" bench/gpt_step.py --config baby --rounds "$rounds" --threads "$threads" --no-torch --variant "$v" | awk '$1=="baby"{print $2}')
   printf '%-8s %8s ms  %s\n' "HEAD" "$m" "current tree, ablation: --variant $v"
 done

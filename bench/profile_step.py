@@ -49,7 +49,8 @@ def main():
     a = ap.parse_args()
     stats, parts = collections.defaultdict(float), collections.defaultdict(float)
     instrument(list(ALL_OPS) + list(FUSED), stats)
-    tx.backend.keep_freed_memory()
+    from transformer.memory import keep_freed_memory
+    keep_freed_memory()
     tx.manual_seed(0)
     c = CONFIGS[a.config]
     model = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],

@@ -27,19 +27,25 @@ def test_gpt_step_prints_paired_table():
     assert ratios and len(ratios.group(1).split(",")) == 2
 
 
+CASES = ["gelu (exact)", "gelu (tanh)", "layer_norm", "linear 128->512", "causal attention", "cross_entropy",
+         "embedding", "adamw (one block)", "add (baseline)"]
+
+
 def test_fused_ops_bench_covers_every_case():
     text = run("fused_ops.py", "--reps", "1", "--no-torch")
-    names = [line.split("  ")[0].strip() for line in text.splitlines()[2:]]
-    assert names == ["gelu (exact)", "gelu (tanh)", "layer_norm", "linear 128->512", "causal attention",
-                     "cross_entropy", "add (baseline)"]
-    assert all(float(line.split()[-3]) > 0 for line in text.splitlines()[2:])
+    lines = text.splitlines()[2:]
+    assert [line[:18].strip() for line in lines] == CASES
+    cols = [line[18:].split() for line in lines]                  # ours ms, -, -, first call ms
+    assert all(float(c[0]) > 0 and c[1:3] == ["-", "-"] and float(c[3]) >= float(c[0]) * 0.5 for c in cols)
 
 
 def test_fused_ops_bench_against_torch():
     pytest.importorskip("torch")
     text = run("fused_ops.py", "--reps", "1")
-    rows = [line.split() for line in text.splitlines()[2:]]
-    assert len(rows) == 7 and all(float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)   # torch ms, ratio
+    rows = [line[18:].split() for line in text.splitlines()[2:]]
+    assert len(rows) == len(CASES)
+    assert all(float(r[1]) > 0 and float(r[2]) == pytest.approx(float(r[0]) / float(r[1]), rel=0.05, abs=0.02)
+               for r in rows), rows
 
 
 def test_gemm_floor_counts_the_steps_flops():

@@ -206,6 +206,38 @@ def toposort(root, every_tensor=False):
     return order
 
 
+def _check_can_backward(op, replay):
+    """Refuse a second pass through an op whose buffers are gone (a training backward freed
+    them) or whose graph a backward already used (unless this is a replay)."""
+    if op.freed:
+        raise RuntimeError(f"backward: cannot go through {op.label()} again: a training backward "
+                           "(leaves_only=True) freed its saved buffers as it went; run forward again"
+                           + ("" if replay else ", or pass retain_graph=True to that first backward() call"))
+    if op.used and not replay:
+        raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, but the "
+                           "first backward used up its graph (PyTorch has freed its saved buffers by then). "
+                           "Pass retain_graph=True to the first backward() call.")
+
+
+def _fit_parent_grad(op, parent, pg):
+    """The gradient op.backward returned for one parent, made to fit it: None where the parent
+    wants none; summed over the axes its forward broadcast; in the parent's dtype. Its shape,
+    and with detect_anomaly its finiteness, are checked."""
+    if pg is None or not parent.requires_grad:
+        return None
+    pg = unbroadcast(pg, parent.shape)
+    if pg.shape != parent.shape:
+        raise RuntimeError(f"backward of {op.label()}: gradient shape {tuple(pg.shape)} does "
+                           f"not match input {parent.name or 'tensor'} of shape {tuple(parent.shape)}")
+    if pg.dtype != parent.data.dtype:
+        pg = pg.astype(parent.data.dtype)
+    if _State.anomaly and backend.is_float(pg) and not backend.isfinite_all(pg):
+        raise AnomalyError(f"detect_anomaly: backward of {op.label()} produced a non-finite "
+                           f"gradient for input {parent.name or 'tensor'}{tuple(parent.shape)} "
+                           f"(inputs {_describe(op.parents)})", tensor=parent, op=op)
+    return pg
+
+
 def backward_steps(root, grad, retain_graph=False, leaves_only=False, store=None):
     """Run backward from `root`, yielding (tensor, grad_out, op, parent_grads) per op node in
     reverse topological order. `Tensor.backward` drains this; the viz stepper records it.
@@ -229,36 +261,15 @@ def backward_steps(root, grad, retain_graph=False, leaves_only=False, store=None
         op = node.op
         if op is None:
             continue
-        if op.freed:
-            raise RuntimeError(f"backward: cannot go through {op.label()} again: a training backward "
-                               "(leaves_only=True) freed its saved buffers as it went; run forward again"
-                               + ("" if store is not None else ", or pass retain_graph=True to that first backward() call"))
-        if op.used and store is None:
-            raise RuntimeError(f"backward: trying to backward through {op.label()} a second time, but the "
-                               "first backward used up its graph (PyTorch has freed its saved buffers by then). "
-                               "Pass retain_graph=True to the first backward() call.")
+        _check_can_backward(op, replay=store is not None)
         grads = op.backward(g)
-        if not isinstance(grads, tuple):
-            grads = (grads,)
-        parent_grads = []
-        for parent, pg in zip(op.parents, grads):
-            if pg is None or not parent.requires_grad:
-                parent_grads.append(None)
-                continue
-            pg = unbroadcast(pg, parent.shape)
-            if pg.shape != parent.shape:
-                raise RuntimeError(f"backward of {op.label()}: gradient shape {tuple(pg.shape)} does "
-                                   f"not match input {parent.name or 'tensor'} of shape {tuple(parent.shape)}")
-            if pg.dtype != parent.data.dtype:
-                pg = pg.astype(parent.data.dtype)
-            if _State.anomaly and backend.is_float(pg) and not backend.isfinite_all(pg):
-                raise AnomalyError(f"detect_anomaly: backward of {op.label()} produced a non-finite "
-                                   f"gradient for input {parent.name or 'tensor'}{tuple(parent.shape)} "
-                                   f"(inputs {_describe(op.parents)})", tensor=parent, op=op)
-            prev = pending.get(id(parent))
-            pending[id(parent)] = pg if prev is None else prev + pg    # reuse: gradients add
-            parent_grads.append(pg)
-        yield node, g, op, tuple(parent_grads)
+        parent_grads = tuple(_fit_parent_grad(op, parent, pg)
+                             for parent, pg in zip(op.parents, grads if isinstance(grads, tuple) else (grads,)))
+        for parent, pg in zip(op.parents, parent_grads):
+            if pg is not None:
+                prev = pending.get(id(parent))
+                pending[id(parent)] = pg if prev is None else prev + pg    # reuse: gradients add
+        yield node, g, op, parent_grads
         if store is not None or retain_graph:
             continue
         op.used = True

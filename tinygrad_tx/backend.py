@@ -4,13 +4,12 @@ Every op gets its array functions from the module returned by `array_module(...)
 the op as `self.xp`), never by importing numpy itself: numpy for "cpu" arrays, CuPy for "gpu"
 arrays. CuPy is imported only when a GPU is asked for, so the engine imports fast without it.
 
-Also here: the default float dtype (float32; float64 is kept when asked for), the random
-generator used for initialisation and dropout, and `erf` (numpy has none).
+Also here: the default float dtype (float32; float64 is kept when asked for), PyTorch's dtype
+promotion, the random generator used for initialisation and dropout, and `erf` (numpy has
+none; scipy's or CuPy's). The fused ops' compiled loops are in kernels/, thread policy in
+threads.py, the glibc heap setting beside the training loop (transformer/memory.py).
 """
-import concurrent.futures
 import contextlib
-import ctypes
-import ctypes.util
 import math
 import os
 
@@ -248,155 +247,14 @@ def isfinite_all(arr):
 _erf_scalar = numpy.frompyfunc(math.erf, 1, 1)
 
 
-def erf(x, exp_neg_sq=None):
-    """Gauss error function, elementwise, in the dtype of x. float64: scipy's (exact to double
-    precision). float32: Abramowitz & Stegun 7.1.26 in float32 arithmetic, max abs error
-    6e-7 (a few float32 ulps), about 3x faster than scipy's, which matters inside GELU.
-    `exp_neg_sq`, if given, is exp(-x^2) already computed by the caller (GELU needs it too)."""
-    if x.ndim == 0:                 # the float32 kernel writes with out=, which needs an array
-        return erf(x.reshape(1), None if exp_neg_sq is None else exp_neg_sq.reshape(1)).reshape(())
+def erf(x):
+    """Gauss error function, elementwise, in the dtype of x: scipy's (CuPy's on the GPU).
+    The fused GELU has its own loop (kernels/gelu.py); this serves the Erf op and the xp GELU."""
     if device_of(x) == "gpu":
         from cupyx.scipy.special import erf as cupy_erf     # only reached with CuPy present
         return cupy_erf(x).astype(x.dtype, copy=False)
-    if x.dtype == numpy.float32:
-        return _erf_float32(x, exp_neg_sq)
     try:
         from scipy.special import erf as scipy_erf     # imported on first use: keeps import fast
     except ImportError:                                # pragma: no cover - scipy is a dependency
-        return _erf_scalar(x).astype(x.dtype)
-    return scipy_erf(x).astype(x.dtype, copy=False)
-
-
-def normal_cdf(x, exp_half_sq, out=None):
-    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, given exp(-x^2 / 2) (GELU computes it anyway).
-    float32: A&S 7.1.26 written for Phi directly (fewer passes than going through erf, max abs
-    error 3e-7); other dtypes and the GPU: through erf. `out`: where to write it."""
-    if x.dtype != numpy.float32 or device_of(x) == "gpu":
-        y = 0.5 * (1 + erf(x * (1 / math.sqrt(2)), exp_neg_sq=exp_half_sq))
-        if out is None:
-            return y
-        out[...] = y
-        return out
-    f = numpy.float32
-    # Phi(-|x|) = erfc(|x|/sqrt2) / 2 = (a1 t + ... + a5 t^5) exp(-x^2/2) / 2,  t = 1/(1 + p |x|/sqrt2)
-    inv_p = f(math.sqrt(2) / 0.3275911)
-    t = numpy.abs(x)
-    t += inv_p
-    numpy.divide(inv_p, t, out=t)                                          # t = 1/(1 + p|x|/sqrt2)
-    h = numpy.multiply(t, f(0.5 * 1.061405429), out=out)
-    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):     # Horner's rule
-        h += f(0.5 * c)
-        h *= t
-    h *= exp_half_sq                                                       # Phi(-|x|)
-    numpy.subtract(f(0.5), h, out=h)                                       # Phi(|x|) - 1/2 >= 0
-    _copy_sign_float32(h, x, scratch=t)                                    # Phi(x) - 1/2 (odd)
-    h += f(0.5)
-    return h
-
-
-_SIGN_BIT = numpy.int32(-2 ** 31)
-
-
-def _copy_sign_float32(y, x, scratch):
-    """y = copysign(y, x) in place, for float32 y >= 0: OR in the sign bit of x. Two integer
-    passes (numpy.copysign on float32 is not vectorised here: 3x slower than both together)."""
-    bits = scratch.view(numpy.int32)
-    numpy.bitwise_and(x.view(numpy.int32), _SIGN_BIT, out=bits)
-    numpy.bitwise_or(y.view(numpy.int32), bits, out=y.view(numpy.int32))
-
-
-def _erf_float32(x, exp_neg_sq=None):
-    # erf(|x|) = 1 - (a1 t + a2 t^2 + a3 t^3 + a4 t^4 + a5 t^5) exp(-x^2),  t = 1 / (1 + p |x|)
-    f = numpy.float32
-    a = numpy.abs(x)
-    t = f(1) / (f(1) + f(0.3275911) * a)
-    y = f(1.061405429) * t
-    y += f(-1.453152027)
-    for c in (1.421413741, -0.284496736, 0.254829592):      # Horner's rule
-        y *= t
-        y += f(c)
-    y *= t
-    if exp_neg_sq is None:
-        numpy.multiply(a, a, out=a)
-        numpy.negative(a, out=a)
-        exp_neg_sq = numpy.exp(a, out=a)
-    y *= exp_neg_sq
-    numpy.subtract(f(1), y, out=y)
-    _copy_sign_float32(y, x, scratch=a)                        # erf is odd
-    return y
-
-
-BLOCK_ELEMENTS = 65536          # 256 KiB of float32: a block and its temporaries stay in the L2 cache
-                                # (measured best of 16K..128K for GELU, layer norm, attention: bench/fused_ops.py)
-_threads = 1        # measured on this 2-vCPU machine: 2 threads made GELU 40% slower (see bench/RESULTS.md)
-_pool = None
-
-
-def set_num_threads(n):
-    """Threads for the blocked fused kernels (map_blocks); numpy's own ufuncs are single
-    threaded, BLAS has its own pool (OPENBLAS_NUM_THREADS). 1 (the default) = blocks in order."""
-    global _threads, _pool
-    n = max(1, int(n))
-    if n != _threads and _pool is not None:
-        _pool.shutdown()
-        _pool = None
-    _threads = n
-
-
-def num_threads():
-    return _threads
-
-
-def map_blocks(kernel, *arrays):
-    """Call kernel(*blocks) on successive blocks of rows (first-axis slices) of arrays with
-    the same first dimension: inputs and preallocated outputs alike.
-
-    A fused op is a dozen numpy passes; run over a whole (768, 512) activation, each pass
-    streams it through main memory again. Run block by block, every pass after the first
-    hits the cache: about 2.5x faster for GELU here. With set_num_threads(n > 1) the blocks
-    are shared among n threads (numpy releases the GIL inside each pass). On the GPU the
-    kernel runs once, on the whole arrays."""
-    global _pool
-    first = arrays[0]
-    n = first.shape[0]
-    row = first.size // max(n, 1)
-    if device_of(first) == "gpu" or first.size <= BLOCK_ELEMENTS:
-        kernel(*arrays)
-        return
-    step = max(1, BLOCK_ELEMENTS // max(row, 1))
-    starts = range(0, n, step)
-    if _threads == 1 or len(starts) < 2:
-        for i in starts:
-            kernel(*(a[i:i + step] for a in arrays))
-        return
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(_threads - 1, thread_name_prefix="tx-blocks")
-    # thread t takes every _threads-th block; the calling thread is one of them
-    def work(t):
-        for i in starts[t::_threads]:
-            kernel(*(a[i:i + step] for a in arrays))
-    futures = [_pool.submit(work, t) for t in range(1, _threads)]
-    work(0)
-    for f in futures:
-        f.result()
-
-
-def keep_freed_memory():
-    """Ask glibc to keep freed large blocks in the heap instead of returning them to the OS.
-
-    By default glibc serves every allocation over M_MMAP_THRESHOLD (128 KiB, adapted upward
-    at runtime) with fresh pages from mmap and unmaps them on free, so each large temporary
-    of a training step pays page faults again. Raising the mmap and trim thresholds lets
-    the step reuse the same memory. Called by the training loop and the benchmark (never at
-    import). Returns True where applied (Linux with glibc), False elsewhere."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(libc_name).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)           # glibc's maximum on 64-bit
-    ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)        # keep up to 1 GiB of free heap
-    return bool(ok)
+        return numpy.asarray(_erf_scalar(x), dtype=x.dtype)
+    return numpy.asarray(scipy_erf(x)).astype(x.dtype, copy=False)

@@ -1,5 +1,10 @@
 """Loss and layer functions, each written as a composition of primitive ops so that a drawn
-graph shows every step (their backward is just the chain rule through those ops)."""
+graph shows every step (their backward is just the chain rule through those ops).
+
+The one switch between composed and fused: inside `fused_ops()` each function here returns
+one node of ops/fused.py instead, whose backward is derived by hand (each docstring says which;
+Tensor.gelu/softmax/log_softmax come here too)."""
+import math
 
 from . import backend
 from .autograd import is_fused
@@ -20,7 +25,8 @@ def cross_entropy(logits, targets, ignore_index=None):
 
     logits (..., V), targets (...) integers. loss = -mean_n log_softmax(logits_n)[y_n] over the
     positions whose target is not `ignore_index`. Its gradient w.r.t. the logits works out to
-    (softmax(logits) - onehot(y)) / N: the chain rule through log_softmax and the pick."""
+    (softmax(logits) - onehot(y)) / N: the chain rule through log_softmax and the pick.
+    Fused: one node, ops/fused.py CrossEntropy (that gradient by hand; kernels/cross_entropy.py)."""
     t = _int_array(targets, "cross_entropy", logits.device)
     V = logits.shape[-1]
     if tuple(t.shape) != logits.shape[:-1]:
@@ -58,7 +64,8 @@ def _check_linear(x, weight, bias):
 
 
 def linear(x, weight, bias=None):
-    """y = x @ W + b with W (in, out): (.., in) -> (.., out)."""
+    """y = x @ W + b with W (in, out): (.., in) -> (.., out).
+    Fused (with a bias): one node, ops/fused.py Linear (hand-derived backward, one GEMM each)."""
     _check_linear(x, weight, bias)
     if is_fused() and bias is not None:
         return fused.Linear.apply(x, weight, bias)                   # one node, one GEMM, bias in place
@@ -70,7 +77,9 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Normalise each vector over its last axis (per token: statistics are never shared across
     positions or batch items), then scale and shift:
         y = (x - mean) / sqrt(var + eps) * weight + bias
-    with the biased variance and eps inside the sqrt, as PyTorch defines it."""
+    with the biased variance and eps inside the sqrt, as PyTorch defines it.
+    Fused (with weight and bias): one node, ops/fused.py LayerNorm (hand-derived backward;
+    its loops in kernels/layernorm.py)."""
     if x.ndim == 0 or not backend.is_float(x.data):
         raise ValueError(f"layer_norm: needs a float input with at least 1 dim, got shape {x.shape} dtype {x.dtype}")
     for key, p in (("weight", weight), ("bias", bias)):            # one check for both paths
@@ -108,7 +117,8 @@ def dropout(x, p=0.5, training=True, generator=None):
 
 def embedding(weight, ids):
     """Row lookup: out[..., :] = weight[ids[...], :]. Backward scatter-adds into the rows used
-    (a token appearing k times gets the sum of its k gradients)."""
+    (a token appearing k times gets the sum of its k gradients).
+    Fused: one node, ops/fused.py Embedding (the scatter-add in kernels/embedding.py)."""
     arr = _int_array(ids, "embedding", weight.device)
     num = weight.shape[0]
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= num):
@@ -119,15 +129,50 @@ def embedding(weight, ids):
 
 
 def gelu(x, approximate="none"):
-    return x.gelu(approximate)
+    """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+    "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation.
+    Fused: one node, ops/fused.py Gelu (hand-derived backward; its loop in kernels/gelu.py)."""
+    if not backend.is_float(x.data):
+        raise TypeError(f"gelu: needs a float tensor (as torch), got dtype {x.dtype}")
+    if approximate in ("none", "tanh") and is_fused():
+        return fused.Gelu.apply(x, approximate=approximate)
+    if approximate == "none":
+        half = (0.5 * x).named("0.5 x")
+        two_phi = (1 + (x * (1 / math.sqrt(2))).named("x / sqrt2").erf()).named("1 + erf")   # 2 Phi(x)
+        return (half * two_phi).named("gelu")
+    if approximate == "tanh":
+        inner = (math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)).named("inner")
+        half = (0.5 * x).named("0.5 x")
+        return (half * (1 + inner.tanh()).named("1 + tanh")).named("gelu")
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def softmax(x, axis=-1):
-    return x.softmax(axis)
+    """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), m = max(x): subtracting the max
+    changes nothing mathematically and keeps exp from overflowing. m is detached: the
+    result does not depend on it, so no gradient needs to flow through it.
+    Fused: one node, ops/fused.py Softmax (hand-derived backward)."""
+    axis = x._softmax_axis(axis, "softmax")
+    if x.size == 0:            # nothing to normalise: torch returns the empty tensor as it is
+        return x.reshape(x.shape)
+    if is_fused() and x.ndim:
+        return fused.Softmax.apply(x, axis=axis)
+    m = x.max(axis=axis, keepdims=True).detach().named("max")
+    e = (x - m).named("z - max").exp().named("exp")
+    return (e / e.sum(axis=axis, keepdims=True).named("sum")).named("softmax")
 
 
 def log_softmax(x, axis=-1):
-    return x.log_softmax(axis)
+    """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x.
+    Fused: one node, ops/fused.py LogSoftmax (hand-derived backward)."""
+    axis = x._softmax_axis(axis, "log_softmax")
+    if x.size == 0:
+        return x.reshape(x.shape)
+    if is_fused() and x.ndim:
+        return fused.LogSoftmax.apply(x, axis=axis)
+    z = (x - x.max(axis=axis, keepdims=True).detach().named("max")).named("z - max")
+    lse = z.exp().named("exp").sum(axis=axis, keepdims=True).named("sum").log().named("logsumexp")
+    return (z - lse).named("log_softmax")
 
 
 __all__ = ["linear", "cross_entropy", "layer_norm", "dropout", "embedding", "gelu", "softmax", "log_softmax",

@@ -2,7 +2,8 @@
 import math
 import numbers
 
-from . import backend
+from . import backend, kernels
+from .kernels.adamw import adamw_update, adamw_update_xp
 from .tensor import Tensor
 
 
@@ -139,22 +140,12 @@ class AdamW(Optimizer):
                 t = st["step"]
                 decay, step_size = 1 - lr * wd, lr / (1 - b1 ** t)
                 inv_bc2 = 1 / math.sqrt(1 - b2 ** t)
-
-                def update(pb, gb, mb, vb):
-                    if wd:
-                        pb *= decay
-                    mb *= b1
-                    mb += (1 - b1) * gb
-                    vb *= b2
-                    vb += (1 - b2) * (gb * gb)
-                    denom = xp.sqrt(vb) * inv_bc2
-                    denom += eps
-                    pb -= step_size * (mb / denom)
                 arrays = (p.data, g, st["exp_avg"], st["exp_avg_sq"])
-                if all(a.flags.c_contiguous for a in arrays):          # flat views: update in cache-sized blocks
-                    backend.map_blocks(update, *(a.reshape(-1) for a in arrays))
+                hyper = tuple(float(h) for h in (b1, b2, eps, decay, step_size, inv_bc2))
+                if all(a.flags.c_contiguous for a in arrays) and kernels.compiled(*arrays):
+                    adamw_update(*(a.reshape(-1) for a in arrays), *hyper)     # kernels/adamw.py
                 else:
-                    update(*arrays)
+                    adamw_update_xp(xp, *arrays, *hyper)
 
 
 def clip_grad_norm_(params, max_norm):

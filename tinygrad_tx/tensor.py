@@ -8,8 +8,7 @@ B batch, T time (sequence), C channels (n_embd), H heads, hs head size (C // H),
 import math
 
 from . import backend
-from .autograd import backward_steps, current_scope, is_fused
-from .ops import fused
+from .autograd import backward_steps, current_scope
 from .ops.reduce import normalize_axis
 from .ops import (Add, Sub, Mul, Div, Neg, Pow, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Erf,
                   Sum, Max, MatMul, RPow, Reshape, Permute, GetItem, Concat, Stack, MaskedFill, Where, ToDevice)
@@ -215,21 +214,9 @@ class Tensor:
     def erf(self): return Erf.apply(self)
 
     def gelu(self, approximate="none"):
-        """GELU, named as in PyTorch. "none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
-        "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 approximation."""
-        if not backend.is_float(self.data):
-            raise TypeError(f"gelu: needs a float tensor (as torch), got dtype {self.dtype}")
-        if approximate in ("none", "tanh") and is_fused():
-            return fused.Gelu.apply(self, approximate=approximate)
-        if approximate == "none":
-            half = (0.5 * self).named("0.5 x")
-            two_phi = (1 + (self * (1 / math.sqrt(2))).named("x / sqrt2").erf()).named("1 + erf")   # 2 Phi(x)
-            return (half * two_phi).named("gelu")
-        if approximate == "tanh":
-            inner = (math.sqrt(2 / math.pi) * (self + 0.044715 * self ** 3)).named("inner")
-            half = (0.5 * self).named("0.5 x")
-            return (half * (1 + inner.tanh()).named("1 + tanh")).named("gelu")
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        """GELU, named as in PyTorch: functional.gelu (composed, or one fused node)."""
+        from . import functional        # the switch between composed and fused ops lives there
+        return functional.gelu(self, approximate)
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False): return Sum.apply(self, axis=axis, keepdims=keepdims)
@@ -248,28 +235,14 @@ class Tensor:
         return (centered ** 2).mean(axis=axis, keepdims=keepdims)
 
     def softmax(self, axis=-1):
-        """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), m = max(x): subtracting the max
-        changes nothing mathematically and keeps exp from overflowing. m is detached: the
-        result does not depend on it, so no gradient needs to flow through it."""
-        axis = self._softmax_axis(axis, "softmax")
-        if self.size == 0:            # nothing to normalise: torch returns the empty tensor as it is
-            return self.reshape(self.shape)
-        if is_fused() and self.ndim:
-            return fused.Softmax.apply(self, axis=axis)
-        m = self.max(axis=axis, keepdims=True).detach().named("max")
-        e = (self - m).named("z - max").exp().named("exp")
-        return (e / e.sum(axis=axis, keepdims=True).named("sum")).named("softmax")
+        """softmax along axis: functional.softmax (composed, or one fused node)."""
+        from . import functional
+        return functional.softmax(self, axis)
 
     def log_softmax(self, axis=-1):
-        """log_softmax(x) = (x - m) - log(sum exp(x - m)): stable, never log(0) for finite x."""
-        axis = self._softmax_axis(axis, "log_softmax")
-        if self.size == 0:
-            return self.reshape(self.shape)
-        if is_fused() and self.ndim:
-            return fused.LogSoftmax.apply(self, axis=axis)
-        z = (self - self.max(axis=axis, keepdims=True).detach().named("max")).named("z - max")
-        lse = z.exp().named("exp").sum(axis=axis, keepdims=True).named("sum").log().named("logsumexp")
-        return (z - lse).named("log_softmax")
+        """log_softmax along axis: functional.log_softmax (composed, or one fused node)."""
+        from . import functional
+        return functional.log_softmax(self, axis)
 
     def _softmax_axis(self, axis, opname):
         """Check the one axis (a float tensor only, as torch); a 0-d tensor's axis 0 or -1 is

@@ -20,6 +20,7 @@ from tinygrad_tx import backend, fused_ops, no_grad, optim
 from .checkpoint import CheckpointError, NonFiniteState, load_checkpoint, save_checkpoint
 from .diagnostics import Diagnostics
 from .gpt import GPT, GPTConfig
+from .memory import keep_freed_memory
 from .tokenizer import CharTokenizer
 
 
@@ -265,7 +266,7 @@ class Trainer:
         return value
 
     def run(self):
-        backend.keep_freed_memory()
+        keep_freed_memory()
         with fused_ops():           # the training path: fused ops with hand-derived backward
             return self._run()
 

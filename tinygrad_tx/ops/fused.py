@@ -3,11 +3,16 @@ from several primitives. Same numbers, fewer passes over memory and fewer tempor
 
 The composed versions (Tensor.softmax, functional.layer_norm, ...) stay what graphs and docs
 show; these run only inside `tinygrad_tx.fused_ops()` (what training uses). Each is tested
-against its composed version and against PyTorch."""
+against its composed version and against PyTorch.
+
+On the CPU the inner loops are the compiled kernels of tinygrad_tx/kernels/ (one loop over
+rows each); on the GPU, or without numba, the xp formulation written beside each kernel."""
 import math
 
-from .. import backend
+from .. import backend, kernels
 from ..autograd import Function
+from ..kernels import cross_entropy as ce_k, embedding as embedding_k, gelu as gelu_k
+from ..kernels import layernorm as layernorm_k, softmax as softmax_k
 
 
 def flat_rows(x, n_last=1):
@@ -58,68 +63,44 @@ class LogSoftmax(Function):
         return g - self.xp.exp(y) * g.sum(axis=self.args["axis"], keepdims=True)
 
 
-def additive_mask(xp, mask, shape, dtype):
-    """A boolean mask (True = blocked) broadcastable to shape (.., Tq, Tk) as a float bias, 0
-    where allowed and -inf where blocked: (Tq, Tk) when one pattern is shared by every batch
-    and head (causal), else (N, Tq, Tk), N the product of the leading dims. Adding the bias is
-    one pass; filling by boolean index is ~25x slower."""
+def blocked_keys(xp, mask, shape):
+    """A boolean mask (True = blocked) broadcastable to scores of shape (.., Tq, Tk) as
+    (1, Tq, Tk) when one pattern is shared by every batch and head (causal; also no mask: all
+    False), else (N, Tq, Tk), N the product of the leading dims (a broadcast view, no copy
+    where the strides allow)."""
     Tq, Tk = shape[-2:]
+    if mask is None:
+        return xp.zeros((1, Tq, Tk), dtype=bool)
     if mask.ndim <= 2 or all(d == 1 for d in mask.shape[:-2]):
-        mask = xp.broadcast_to(mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask, (Tq, Tk))
-    else:
-        mask = flat_rows(xp.broadcast_to(mask, shape), 2)
-    bias = xp.zeros(mask.shape, dtype=dtype)
-    bias[mask] = -xp.inf
-    return bias
+        return xp.broadcast_to(mask.reshape(mask.shape[-2:]) if mask.ndim > 2 else mask, (Tq, Tk))[None]
+    return flat_rows(xp.broadcast_to(mask, shape), 2)
 
 
 def masked_softmax(xp, x, mask, scale, out=None):
     """softmax(scale * x) over the last axis with blocked positions (mask True) at weight 0;
     a row with every position blocked gives all zeros (not 0/0 = NaN). Writes a new array, or
-    `out` (which may be x itself). Runs over blocks of whole (Tq, Tk) score matrices (see backend.map_blocks)."""
-    Tq, Tk = x.shape[-2:]
+    `out` (which may be x itself). kernels/softmax.py: the loops and their xp reference."""
     if x.size == 0:                                                         # no scores: nothing to normalise
         return x.copy() if out is None else out
     mats = flat_rows(x, 2)                                                  # (N, Tq, Tk)
     y = xp.empty_like(mats) if out is None else flat_rows(out, 2)
-    bias = None if mask is None else additive_mask(xp, mask, x.shape, x.dtype)   # (Tq, Tk) or (N, Tq, Tk)
-    dead_rows = bias is not None and bool(xp.isneginf(bias).all(axis=-1).any())
-    sc = x.dtype.type(scale)
-    scale_pass = scale != 1 or out is not x                                 # else: already in place
-
-    def kernel(xb, yb, bb=None):
-        if scale_pass:
-            xp.multiply(xb, sc, out=yb)
-        if bb is not None:
-            yb += bb                                                        # blocked: -inf
-        m = yb.max(axis=-1, keepdims=True)
-        if dead_rows:
-            m[xp.isneginf(m)] = 0                                           # dead rows: avoid -inf - -inf
-        yb -= m
-        xp.exp(yb, out=yb)
-        total = row_sum(xp, yb)
-        if dead_rows:
-            total[total == 0] = 1                                           # dead rows stay all-zero
-        yb /= total
-    if bias is not None and bias.ndim == 2:                                 # shared: broadcast to each block
-        backend.map_blocks(lambda xb, yb: kernel(xb, yb, bias), mats, y)
+    blocked = blocked_keys(xp, mask, x.shape)                               # (1 or N, Tq, Tk)
+    if kernels.compiled(mats, blocked):
+        softmax_k.masked_softmax_forward(xp, mats, blocked, float(scale), y)
     else:
-        backend.map_blocks(kernel, mats, y, *(() if bias is None else (bias,)))
+        y[...] = softmax_k.masked_softmax_forward_xp(xp, mats, blocked, scale)
     return y.reshape(x.shape)
 
 
 def masked_softmax_backward(xp, y, g, scale, out=None):
-    """dL/dx = scale * y * (dL/dy - sum(dL/dy * y)) row by row (blocked positions: y = 0, so 0)."""
-    T = y.shape[-1]
-    sc = g.dtype.type(scale)
+    """dL/dx = scale * y * (dL/dy - sum(dL/dy * y)) row by row (blocked positions: y = 0, so 0).
+    `out` may be g itself."""
     out = xp.empty(y.shape, dtype=g.dtype) if out is None else out
-
-    def kernel(gb, yb, ob):
-        xp.multiply(gb, yb, out=ob)
-        ob -= yb * row_sum(xp, ob)
-        if scale != 1:
-            ob *= sc
-    backend.map_blocks(kernel, flat_rows(g), flat_rows(y), flat_rows(out))
+    rows_y, rows_g, rows_out = flat_rows(y), flat_rows(g), flat_rows(out)   # (R, Tk)
+    if kernels.compiled(rows_y, rows_g):
+        softmax_k.softmax_backward(rows_y, rows_g, float(scale), rows_out)
+    else:
+        rows_out[...] = softmax_k.softmax_backward_xp(xp, rows_y, rows_g, scale)
     return out
 
 
@@ -204,27 +185,28 @@ class SelfAttention(Function):
 
 class CrossEntropy(Function):
     """loss = -(1/n) sum_i log softmax(z_i)[t_i] over the n rows whose target is valid;
-    dL/dz_i = dL/dloss * (softmax(z_i) - onehot(t_i)) / n  (0 for ignored rows)"""
+    dL/dz_i = dL/dloss * (softmax(z_i) - onehot(t_i)) / n  (0 for ignored rows).
+    kernels/cross_entropy.py: the loops and their xp reference."""
     def forward(self, logits, targets, valid):
         xp = self.xp
-        z = logits - logits.max(axis=-1, keepdims=True)                    # (N, V)
-        p = xp.exp(z)
-        sums = p.sum(axis=-1, keepdims=True)
-        p /= sums
-        rows = xp.arange(logits.shape[0])
-        safe = xp.where(valid, targets, 0)
-        logp_t = z[rows, safe] - xp.log(sums[:, 0])                         # (N,)
-        n = int(valid.sum())
-        self.save_for_backward(p, rows, safe, valid, n)
-        # where, not * valid: an ignored row adds 0 even if its logits are NaN (0 * NaN = NaN)
-        return -xp.where(valid, logp_t, 0).sum(dtype=logits.dtype) / logits.dtype.type(n)
+        safe = xp.where(valid, targets, 0)                                  # (N,) an index for every row
+        if kernels.compiled(logits, safe, valid):
+            probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], dtype=logits.dtype)
+            ce_k.cross_entropy_forward(logits, safe, valid, probs, losses)
+        else:
+            probs, losses = ce_k.cross_entropy_forward_xp(xp, logits, safe, valid)
+        self.n = int(valid.sum())
+        self.save_for_backward(probs, safe, valid)
+        return losses.sum(dtype=logits.dtype) / logits.dtype.type(self.n)
 
     def backward(self, g):
-        p, rows, safe, valid, n = self.saved
-        d = p.copy()
-        d[rows, safe] -= 1
-        d *= (valid[:, None] * (g / n)).astype(d.dtype, copy=False)
-        return d
+        probs, safe, valid = self.saved
+        scale = float(g) / self.n
+        if kernels.compiled(probs, safe, valid):
+            d = self.xp.empty_like(probs)
+            ce_k.cross_entropy_backward(probs, safe, valid, scale, d)
+            return d
+        return ce_k.cross_entropy_backward_xp(self.xp, probs, safe, valid, scale)
 
 
 class LayerNorm(Function):
@@ -234,47 +216,28 @@ class LayerNorm(Function):
       dL/dx = rstd * (d                       term 1: directly through xhat
                       - mean(d)               term 2: through the mean
                       - xhat * mean(d * xhat)) term 3: through the variance
-    Row means are matrix-vector products (see row_sum): mean(d) = (dL/dy @ w) / C and
-    mean(d * xhat) = ((dL/dy * xhat) @ w) / C, the product dL/dy * xhat being the one dL/dw
-    needs anyway. Rows are processed in cache-sized blocks (backend.map_blocks)."""
+    kernels/layernorm.py: the loops (llm.c's layernorm_forward/backward) and their xp reference."""
     def forward(self, x, w, b, eps=1e-5):
-        xp, C = self.xp, x.shape[-1]
-        inv_c, eps = x.dtype.type(1 / C), x.dtype.type(eps)
-        rows = flat_rows(x)
-        y, xhat = xp.empty_like(rows), xp.empty_like(rows)
-        rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
-
-        def kernel(xb, yb, hb, rb):
-            xp.subtract(xb, row_sum(xp, xb) * inv_c, out=hb)                # x - mean
-            xp.multiply(hb, hb, out=yb)                                     # (yb as scratch)
-            var = row_sum(xp, yb) * inv_c                                   # biased variance
-            xp.sqrt(var + eps, out=rb)
-            xp.divide(1, rb, out=rb)                                        # rstd
-            hb *= rb                                                        # xhat
-            xp.multiply(hb, w, out=yb)
-            yb += b
-        backend.map_blocks(kernel, rows, y, xhat, rstd)
-        self.save_for_backward(xhat, rstd, w)
-        return y.reshape(x.shape)
+        xp = self.xp
+        rows = flat_rows(x)                                                 # (N, C)
+        if kernels.compiled(rows, w, b):
+            y = xp.empty_like(rows)
+            mean, rstd = xp.empty(rows.shape[0], dtype=x.dtype), xp.empty(rows.shape[0], dtype=x.dtype)
+            layernorm_k.layernorm_forward(rows, w, b, float(eps), y, mean, rstd)
+        else:
+            y, mean, rstd = layernorm_k.layernorm_forward_xp(xp, rows, w, b, eps)
+        self.save_for_backward(rows, w, mean, rstd)
+        return y.reshape(x.shape).astype(x.dtype, copy=False)
 
     def backward(self, g):
-        xhat, rstd, w = self.saved
-        xp, C = self.xp, g.shape[-1]
-        inv_c = g.dtype.type(1 / C)
-        g2 = flat_rows(g)                                                   # (N, C)
-        gh = g2 * xhat                                                      # dL/dy * xhat
-        dw, db = lead_sum(xp, gh), lead_sum(xp, g2)
-        mean_d = (g2 @ w)[:, None] * inv_c                                  # (N, 1) mean(d)
-        mean_dh = (gh @ w)[:, None] * inv_c                                 # (N, 1) mean(d * xhat)
-        dx = gh                                                             # gh is spent: reuse it
-
-        def kernel(gb, hb, rb, mb, mhb, ob):
-            xp.multiply(gb, w, out=ob)                                      # term 1
-            ob -= mb                                                        # term 2
-            hb = hb * mhb
-            ob -= hb                                                        # term 3
-            ob *= rb
-        backend.map_blocks(kernel, g2, xhat, rstd, mean_d, mean_dh, dx)
+        rows, w, mean, rstd = self.saved
+        xp, g2 = self.xp, flat_rows(g)                                      # (N, C)
+        if kernels.compiled(rows, g2):
+            dx, dw, db = xp.empty_like(g2), xp.zeros(w.shape, dtype=g.dtype), xp.zeros(w.shape, dtype=g.dtype)
+            layernorm_k.layernorm_backward(rows, w, mean, rstd, g2, dx)
+            layernorm_k.layernorm_param_grads(rows, mean, rstd, g2, dw, db)
+        else:
+            dx, dw, db = layernorm_k.layernorm_backward_xp(xp, rows, w, mean, rstd, g2)
         return dx.reshape(g.shape), dw, db
 
 
@@ -286,104 +249,79 @@ class Linear(Function):
         rows, w = flat_rows(x).astype(dt, copy=False), w.astype(dt, copy=False)   # (N, in)
         y = rows @ w                                                          # (N, out)
         y += b
-        self.save_for_backward(rows, w, x.shape)
+        self.in_shape = x.shape
+        self.save_for_backward(rows, w)
         return y.reshape(x.shape[:-1] + (w.shape[1],))
 
     def backward(self, g):
-        rows, w, in_shape = self.saved
+        rows, w = self.saved
         g2 = flat_rows(g)                                                     # (N, out)
         need_x, need_w, need_b = self.needs_grad
-        dx = (g2 @ w.T).reshape(in_shape) if need_x else None
+        dx = (g2 @ w.T).reshape(self.in_shape) if need_x else None
         dw = rows.T @ g2 if need_w else None
         db = lead_sum(self.xp, g2) if need_b else None
         return dx, dw, db
 
 
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-
-
 class Gelu(Function):
     """exact:  y = x Phi(x);  dy/dx = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x/sqrt2))/2,
-            phi(x) = exp(-x^2/2) / sqrt(2 pi)  (exp(-x^2/2) is computed once, shared by Phi and phi)
+            phi(x) = exp(-x^2/2) / sqrt(2 pi)
     tanh:   y = x (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3);
-            dy/dx = (1 + t)/2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2, t = tanh(u)"""
+            dy/dx = (1 + t)/2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2, t = tanh(u)
+    kernels/gelu.py: the loops and their xp reference."""
     def forward(self, x, approximate="none"):
-        xp, dt = self.xp, x.dtype.type
-        flat = x.reshape(-1)
+        xp, flat = self.xp, x.reshape(-1)
+        on_kernels = kernels.compiled(flat)
         if approximate == "tanh":
-            y, tanh_u = xp.empty_like(flat), xp.empty_like(flat)
-
-            def tanh_kernel(xb, yb, tb):
-                xp.multiply(xb, xb, out=tb)
-                tb *= dt(0.044715)
-                tb += dt(1)
-                tb *= xb
-                tb *= dt(_SQRT_2_OVER_PI)                             # u = sqrt(2/pi) x (1 + 0.044715 x^2)
-                xp.tanh(tb, out=tb)                                   # t
-                xp.add(tb, dt(1), out=yb)
-                yb *= xb
-                yb *= dt(0.5)
-            backend.map_blocks(tanh_kernel, flat, y, tanh_u)
-            self.save_for_backward(x, tanh_u)
+            if on_kernels:
+                y, t = xp.empty_like(flat), gelu_k.tanh_u_xp(xp, flat)
+                gelu_k.gelu_tanh_forward(flat, t, y)
+            else:
+                y, t = gelu_k.gelu_tanh_forward_xp(xp, flat)
+            self.save_for_backward(flat, t)
             return y.reshape(x.shape)
-        y, cdf, gauss = xp.empty_like(flat), xp.empty_like(flat), xp.empty_like(flat)
-
-        def kernel(xb, yb, cb, gb):
-            xp.multiply(xb, xb, out=gb)
-            gb *= dt(-0.5)
-            xp.exp(gb, out=gb)                                        # exp(-x^2/2), shared with phi(x)
-            backend.normal_cdf(xb, gb, out=cb)                        # Phi(x)
-            xp.multiply(xb, cb, out=yb)
-        backend.map_blocks(kernel, flat, y, cdf, gauss)
-        self.save_for_backward(x, cdf, gauss)
+        if on_kernels:
+            y, cdf = xp.empty_like(flat), xp.empty_like(flat)
+            pdf = gelu_k.gauss_xp(xp, flat)                                   # exp(-x^2/2), becomes phi(x)
+            gelu_k.gelu_forward(flat, pdf, y, cdf, pdf, x.dtype.itemsize == 4)   # float32: polynomial Phi
+        else:
+            y, cdf, pdf = gelu_k.gelu_forward_xp(xp, backend.erf, flat)
+        self.save_for_backward(flat, cdf, pdf)
         return y.reshape(x.shape)
 
     def backward(self, g):
-        xp, dt = self.xp, g.dtype.type
+        xp, g1 = self.xp, g.reshape(-1)
+        on_kernels = kernels.compiled(g1)
         if self.args["approximate"] == "tanh":
             x, t = self.saved
-            out = xp.empty(t.shape, dtype=g.dtype)
-
-            def tanh_kernel(xb, tb, gb, ob):
-                du = xb * xb
-                du *= dt(0.5 * _SQRT_2_OVER_PI * 3 * 0.044715)
-                du += dt(0.5 * _SQRT_2_OVER_PI)                       # du/dx / 2
-                xp.multiply(tb, tb, out=ob)
-                xp.subtract(dt(1), ob, out=ob)                        # 1 - t^2
-                ob *= du
-                ob *= xb                                              # x (1 - t^2) du/dx / 2
-                ob += dt(0.5)
-                du = xp.multiply(tb, dt(0.5), out=du)
-                ob += du                                              # + (1 + t) / 2
-                ob *= gb
-            backend.map_blocks(tanh_kernel, x.reshape(-1), t, g.reshape(-1), out)
-            return out.reshape(g.shape)
-        x, cdf, gauss = self.saved
-        out = xp.empty(cdf.shape, dtype=g.dtype)
-
-        def kernel(xb, cb, gsb, gb, ob):
-            xp.multiply(xb, gsb, out=ob)
-            ob *= dt(1 / math.sqrt(2 * math.pi))                      # x phi(x)
-            ob += cb
-            ob *= gb
-        backend.map_blocks(kernel, x.reshape(-1), cdf, gauss, g.reshape(-1), out)
-        return out.reshape(g.shape)
+            if on_kernels:
+                dx = xp.empty(g1.shape, dtype=g.dtype)
+                gelu_k.gelu_tanh_backward(x, t, g1, dx)
+            else:
+                dx = gelu_k.gelu_tanh_backward_xp(xp, x, t, g1)
+            return dx.reshape(g.shape)
+        x, cdf, pdf = self.saved
+        if on_kernels:
+            dx = xp.empty(g1.shape, dtype=g.dtype)
+            gelu_k.gelu_backward(x, cdf, pdf, g1, dx)
+        else:
+            dx = gelu_k.gelu_backward_xp(xp, x, cdf, pdf, g1)
+        return dx.reshape(g.shape)
 
 
 class Embedding(Function):
-    """y = W[ids];  dL/dW = sum of dL/dy rows into the rows named by ids (repeats add up),
-    computed as onehot(ids)^T @ dL/dy when that matrix is small (one GEMM beats a scatter)"""
+    """y = W[ids];  dL/dW = sum of dL/dy rows into the rows named by ids (repeats add up).
+    kernels/embedding.py: the loop and its xp reference."""
     def forward(self, weight, ids):
         self.in_shape = weight.shape
         return weight[ids]
 
     def backward(self, g):
         xp, ids = self.xp, self.args["ids"]
-        V, C = self.in_shape
         flat_ids, flat_g = ids.reshape(-1), flat_rows(g)
-        if V * flat_ids.shape[0] <= 1 << 22:
-            onehot = (flat_ids[:, None] == xp.arange(V)[None, :]).astype(g.dtype)   # (N, V)
-            return onehot.T @ flat_g                                                 # (V, C)
-        out = xp.zeros(self.in_shape, dtype=g.dtype)
-        xp.add.at(out, flat_ids, flat_g)
-        return out
+        dw = xp.zeros(self.in_shape, dtype=g.dtype)                         # (V, C)
+        if kernels.compiled(flat_ids, flat_g):
+            embedding_k.embedding_backward(flat_ids, flat_g, dw)
+        else:
+            embedding_k.embedding_backward_xp(xp, flat_ids, flat_g, dw)
+        return dw
