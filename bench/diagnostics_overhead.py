@@ -26,14 +26,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def worker(interval, blocks, block, warmup):
     sys.path.insert(0, ROOT)
-    from tinygrad_tx import backend, fused_ops
+    from tinygrad_tx import fused_ops
     from transformer import GPTConfig, TextDataset, TrainConfig, Trainer
+    from transformer.memory import keep_freed_memory
     data = TextDataset.from_file(None)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(GPTConfig(vocab_size=data.tokenizer.vocab_size, n_layer=4, n_head=4, n_embd=128, block_size=64),
                           TrainConfig(max_iters=10 ** 6, eval_iters=1, batch_size=12, diagnostics_interval=interval),
                           data, out, progress=False)
-        backend.keep_freed_memory()
+        keep_freed_memory()
         with fused_ops():
             for _ in range(warmup):
                 trainer.train_step()

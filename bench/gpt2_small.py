@@ -56,7 +56,8 @@ def worker_setup(folder, config):
 def worker_ours(folder, tokens, steps, warmup):
     import tinygrad_tx as tx
     from transformer.hf import load_gpt2
-    tx.backend.keep_freed_memory()
+    from transformer.memory import keep_freed_memory
+    keep_freed_memory()
     t0 = time.perf_counter()
     model, _ = load_gpt2(folder)
     load_s = time.perf_counter() - t0
