@@ -409,6 +409,12 @@ class GraphDrawing(graphviz.Digraph):
     def _repr_image_png(self):
         return run_layout(self.source, "png")
 
+    def __repr__(self):             # no memory address: the same graph prints the same text
+        edges = sum(" -> " in line for line in self.body)
+        nodes = sum(" [" in line and " -> " not in line and not line.lstrip().startswith(("graph", "node", "edge"))
+                    for line in self.body)
+        return f"<GraphDrawing: {nodes} nodes, {edges} edges>"
+
 
 class TooManyNodesError(ValueError):
     """A drawing would hold more than max_nodes nodes. `.total`, `.counts` (tensors, ops, boxes),
