@@ -239,7 +239,7 @@ def test_scalar_ops_print_the_rule_with_the_numbers_plugged_in(name):
             assert math.isclose(eval(expr, {"math": math}), g.item(), rel_tol=2e-3, abs_tol=1e-9), eq
     assert "0.25" in eqs[0]
     if name == "Pow":
-        assert "y = the output b^3 (),  p = 3" in text          # unnamed: labelled by what made it
+        assert "y = the output <b^3> (),  p = 3" in text        # unnamed: labelled by what made it
 
 
 def test_mul_prints_the_example_from_the_issue():

@@ -91,7 +91,9 @@ def _preview(g, n=4):
 
 
 def _tname(t):
-    return repr(t.name) if t.name else label_of(t)
+    """A user's name in quotes ('loss'); an unnamed tensor by what made it, in angle brackets
+    (<o - y>), so neither reads as one of the rule's own symbols (x, y, a, b)."""
+    return repr(t.name) if t.name else f"<{label_of(t)}>"
 
 
 # ----------------------------------------------------------------------------- numbers
