@@ -33,7 +33,7 @@ def scores_minus_max(x, blocked, scale, z):
             z[n, i, j] = -math.inf if blocked[nb, i, j] or maxval == -math.inf else scale * x[n, i, j] - maxval
 
 
-@rows_kernel
+@rows_kernel(sums=True)
 def normalise_rows(e):
     """e[r, :] /= sum(e[r, :]); a row of zeros (every key blocked) stays zeros, not 0/0."""
     R, T = e.shape
@@ -47,7 +47,7 @@ def normalise_rows(e):
                 e[r, j] *= inv
 
 
-@rows_kernel
+@rows_kernel(sums=True)
 def softmax_backward(y, g, scale, dx):
     """Rows (R, T): dL/dx = scale * y * (dL/dy - sum_j dL/dy_j y_j)
     (the Jacobian diag(y) - y y^T applied to dL/dy; blocked keys have y = 0, so get 0).
