@@ -16,7 +16,7 @@ def cross_entropy_forward(xp, z, targets, valid, probs, losses):
     normalise_and_add_log_sum(probs, valid, losses)
 
 
-@rows_kernel
+@rows_kernel(reductions=True)
 def logits_minus_max(z, targets, valid, shifted, losses):
     """shifted[i] = z[i] - max(z[i]) (exp of it cannot overflow);  losses[i] = -shifted[i, t_i]
     (0 for an ignored row), the loss but for logsumexp(shifted[i]), added next."""
@@ -24,14 +24,13 @@ def logits_minus_max(z, targets, valid, shifted, losses):
     for i in prange(N):
         maxval = -math.inf
         for j in range(V):
-            if z[i, j] > maxval:
-                maxval = z[i, j]
+            maxval = max(maxval, z[i, j])
         for j in range(V):
             shifted[i, j] = z[i, j] - maxval
         losses[i] = maxval - z[i, targets[i]] if valid[i] else 0.0
 
 
-@rows_kernel(sums=True)
+@rows_kernel(reductions=True)
 def normalise_and_add_log_sum(e, valid, losses):
     """e[i] /= sum(e[i]) (exp of the shifted logits -> probabilities);
     losses[i] += log(sum(e[i])) for a valid row: logsumexp(z[i]) - z[i, t_i]."""

@@ -5,7 +5,7 @@ import math
 from . import prange, rows_kernel
 
 
-@rows_kernel(sums=True)
+@rows_kernel(reductions=True)
 def layernorm_forward(x, w, b, eps, y, mean, rstd):
     """y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + eps), biased variance over the row.
     Keeps mean and rstd (N,) for backward, which recomputes xhat from them."""
@@ -27,7 +27,7 @@ def layernorm_forward(x, w, b, eps, y, mean, rstd):
         rstd[i] = s
 
 
-@rows_kernel(sums=True)
+@rows_kernel(reductions=True)
 def layernorm_backward(x, w, mean, rstd, g, dx):
     """With xhat = (x - mean) * rstd and dnorm = dL/dy * w (the gradient reaching xhat):
         dL/dx = rstd * (dnorm                          term 1: directly through xhat
