@@ -23,6 +23,7 @@ the top of the dependency chain (tinygrad_tx <- transformer <- viz <- cli): it m
 of them, and none of them imports it.
 """
 import contextlib
+import dataclasses
 import difflib
 import importlib.util
 import json
@@ -41,6 +42,7 @@ import tinygrad_tx
 from tinygrad_tx import selfcheck
 from transformer import (CheckpointError, GPTConfig, TextDataset, TrainConfig, Trainer, TrainingDiverged, causal_mask,
                          generate, load_model)
+from transformer.gpt import ACTIVATIONS, NORMS, POSITIONS
 from transformer.hf import HFError, load_gpt2, save_gpt2
 from transformer.train import check_meta, holds_run
 from transformer.reverse_task import BOS, DIGIT0, EOS, make_batch, train_reverse
@@ -109,14 +111,18 @@ COUNT = click.IntRange(1)
 PROBABILITY = FiniteFloatRange(0, 1, max_open=True)
 
 
+def _did_you_mean(name, names):
+    """'did you mean a, b? ' naming up to 3 of `names` close to a mistyped `name`, else ''."""
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(close)}? " if close else ""
+
+
 def _check_case_names(names):
     """Every --op NAME must be a self-check case; otherwise a one-line usage error."""
     known = list(selfcheck.CASES)
     for name in names:
         if name not in selfcheck.CASES:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise OneLineUsageError(f"--op: unknown case {name!r}; {hint}"
+            raise OneLineUsageError(f"--op: unknown case {name!r}; {_did_you_mean(name, known)}"
                                     f"`tx gradcheck` lists all {len(known)} case names")
 
 
@@ -194,6 +200,39 @@ def _writable_dir(path):
     return p
 
 
+# `tx train`'s options are fields of the config dataclasses: field -> (click type, help). Each
+# becomes --field-name with the field's default (a bool field: --name/--no-name); --resume
+# inherits exactly these from the checkpoint (an option left at its default takes its value).
+TRAIN_OPTIONS = {"max_iters": (COUNT, None), "eval_interval": (COUNT, None),
+                 "eval_iters": (COUNT, "Batches per evaluation."), "batch_size": (COUNT, None),
+                 "lr": (FiniteFloatRange(min=0, min_open=True), None), "warmup_iters": (click.IntRange(0), None),
+                 "weight_decay": (FiniteFloatRange(min=0), None), "grad_clip": (FiniteFloatRange(min=0), None),
+                 "seed": (SEED, None)}
+MODEL_OPTIONS = {"block_size": (COUNT, None), "n_layer": (COUNT, None), "n_head": (COUNT, None),
+                 "n_embd": (COUNT, None), "dropout": (PROBABILITY, None), "bias": (None, None),
+                 "norm": (click.Choice(NORMS), None), "pos": (click.Choice(POSITIONS), None),
+                 "activation": (click.Choice(ACTIVATIONS), None), "tie_weights": (None, None),
+                 "causal": (None, "--no-causal removes the mask (to watch the future leak).")}
+DIAGNOSTICS_OPTION = {"diagnostics_interval": (       # not inherited by --resume: it changes nothing in the run
+    click.IntRange(0), "Record gradients, update ratios, activations and attention entropy to OUT/diagnostics.jsonl "
+                       "every N steps (0: off); see tx dashboard / tx report.")}
+
+
+def _config_options(config, table):
+    """A decorator adding one click option per `table` field of the dataclass `config`, in
+    the table's order, each defaulting to the field's default (shown in --help)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+
+    def decorate(command):
+        for field, (kind, text) in reversed(table.items()):     # the option applied last is listed first
+            flag = "--" + field.replace("_", "-")
+            decl = f"{flag}/--no-{flag[2:]}" if isinstance(defaults[field], bool) else flag
+            command = click.option(decl, field, default=defaults[field], show_default=True, type=kind,
+                                   help=text)(command)
+        return command
+    return decorate
+
+
 @main.command(epilog="""\b
 Examples:
   tx train --max-iters 200 --out runs/tiny          a quick run on the shipped Shakespeare
@@ -203,33 +242,12 @@ Examples:
               help="Text file to train on (default: the shipped tinyshakespeare).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
               help="Folder for checkpoint and metrics.jsonl.")
-@click.option("--max-iters", default=2000, show_default=True, type=COUNT)
-@click.option("--eval-interval", default=250, show_default=True, type=COUNT)
-@click.option("--eval-iters", default=20, show_default=True, type=COUNT, help="Batches per evaluation.")
-@click.option("--batch-size", default=12, show_default=True, type=COUNT)
-@click.option("--lr", default=1e-3, show_default=True, type=FiniteFloatRange(min=0, min_open=True))
-@click.option("--warmup-iters", default=100, show_default=True, type=click.IntRange(0))
-@click.option("--weight-decay", default=0.1, show_default=True, type=FiniteFloatRange(min=0))
-@click.option("--grad-clip", default=1.0, show_default=True, type=FiniteFloatRange(min=0))
-@click.option("--seed", default=1337, show_default=True, type=SEED)
+@_config_options(TrainConfig, TRAIN_OPTIONS)
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint in --out; options you leave out take the checkpoint's values.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run (replacing it).")
-@click.option("--diagnostics-interval", default=TrainConfig.diagnostics_interval, show_default=True, type=click.IntRange(0),
-              help="Record gradients, update ratios, activations and attention entropy to OUT/diagnostics.jsonl "
-                   "every N steps (0: off); see tx dashboard / tx report.")
-@click.option("--block-size", default=64, show_default=True, type=COUNT)
-@click.option("--n-layer", default=4, show_default=True, type=COUNT)
-@click.option("--n-head", default=4, show_default=True, type=COUNT)
-@click.option("--n-embd", default=128, show_default=True, type=COUNT)
-@click.option("--dropout", default=0.0, show_default=True, type=PROBABILITY)
-@click.option("--bias/--no-bias", default=True, show_default=True)
-@click.option("--norm", type=click.Choice(["pre", "post"]), default="pre", show_default=True)
-@click.option("--pos", type=click.Choice(["learned", "sinusoidal"]), default="learned", show_default=True)
-@click.option("--activation", type=click.Choice(["gelu", "gelu_tanh", "relu"]), default="gelu", show_default=True)
-@click.option("--tie-weights/--no-tie-weights", default=True, show_default=True)
-@click.option("--causal/--no-causal", default=True, show_default=True,
-              help="--no-causal removes the mask (to watch the future leak).")
+@_config_options(TrainConfig, DIAGNOSTICS_OPTION)
+@_config_options(GPTConfig, MODEL_OPTIONS)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where arrays live (default: $TX_DEVICE or cpu); gpu needs CuPy and a CUDA device.")
@@ -252,9 +270,7 @@ def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, devi
               "to start again")
     if resume:
         options = _resume_options(click.get_current_context(), pathlib.Path(out_dir), options)
-    (max_iters, eval_interval, eval_iters, batch_size, lr, warmup_iters, weight_decay, grad_clip, seed, block_size,
-     n_layer, n_head, n_embd, dropout, bias, norm, pos, activation, tie_weights, causal) = (
-        options[k] for k in TRAIN_OPTIONS + MODEL_OPTIONS)
+    block_size = options["block_size"]
     _set_threads(threads)
     trainer = None
     try:
@@ -263,12 +279,8 @@ def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, devi
         if block_size >= shortest:      # each example is block_size + 1 consecutive characters
             _fail(f"--block-size {block_size} is too long for this text: its shorter split has {shortest:,} "
                   f"characters and an example needs block_size + 1; use a smaller --block-size or more text")
-        mconf = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, block_size=block_size, n_layer=n_layer,
-                          n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias, norm=norm, pos=pos,
-                          activation=activation, tie_weights=tie_weights, causal=causal)
-        tconf = TrainConfig(max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters,
-                            batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
-                            grad_clip=grad_clip, seed=seed, diagnostics_interval=diagnostics_interval)
+        mconf = GPTConfig(vocab_size=dataset.tokenizer.vocab_size, **{k: options[k] for k in MODEL_OPTIONS})
+        tconf = TrainConfig(diagnostics_interval=diagnostics_interval, **{k: options[k] for k in TRAIN_OPTIONS})
         out = _writable_dir(out_dir)
         _check_device(device)
         trainer = Trainer(mconf, tconf, dataset, out, resume=resume, progress=progress, device=device,
@@ -276,7 +288,7 @@ def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, devi
         for note in trainer.notes:
             click.echo(f"note: {note}", err=True)
         click.echo(f"training {trainer.model.num_parameters():,} parameters on {len(dataset.train):,} "
-                   f"characters; step {trainer.step} -> {max_iters}", err=True)
+                   f"characters; step {trainer.step} -> {options['max_iters']}", err=True)
         last = trainer.run()
     except UnicodeDecodeError as e:
         _fail(f"--data {data}: not UTF-8 text ({e.reason} at byte {e.start})")
@@ -288,17 +300,11 @@ def train(data, out_dir, resume, overwrite, diagnostics_interval, progress, devi
         _fail(str(e))
     except MemoryError:
         _fail(f"out of memory: the attention scores alone hold batch_size x n_head x block_size^2 = "
-              f"{batch_size * n_head * block_size ** 2:,} numbers per layer; use a smaller --block-size or --batch-size")
+              f"{options['batch_size'] * options['n_head'] * block_size ** 2:,} numbers per layer; use a smaller --block-size or --batch-size")
     except KeyboardInterrupt:
         _interrupted(trainer, out_dir, data, device)
     click.echo(f"step {last['step']}  train_loss {last['train_loss']:.4f}  val_loss {last['val_loss']:.4f}  "
                f"({last['elapsed']:.1f} s)")
-
-
-MODEL_OPTIONS = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "norm", "pos", "activation",
-                 "tie_weights", "causal")
-TRAIN_OPTIONS = ("max_iters", "eval_interval", "eval_iters", "batch_size", "lr", "warmup_iters", "weight_decay",
-                 "grad_clip", "seed")
 
 
 def _checkpoint_step(out_dir):
@@ -324,7 +330,7 @@ def _resume_options(ctx, out, options):
     saved = {**meta["model_config"], **meta["train_config"]}
     params = {p.name: p for p in ctx.command.params}
     options = dict(options)
-    for name in TRAIN_OPTIONS + MODEL_OPTIONS:
+    for name in (*TRAIN_OPTIONS, *MODEL_OPTIONS):
         if name not in saved:
             continue
         if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT,
@@ -548,9 +554,8 @@ def _check_preset(name):
     """Unknown viz.examples preset -> one-line error listing them."""
     presets = viz_examples.PRESETS
     if name not in presets:
-        close = difflib.get_close_matches(name, list(presets), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise OneLineUsageError(f"unknown preset {name!r}; {hint}valid names: {', '.join(presets)}")
+        raise OneLineUsageError(f"unknown preset {name!r}; {_did_you_mean(name, presets)}"
+                                f"valid names: {', '.join(presets)}")
 
 
 def _preset_loss(name, seed, backward):
@@ -745,9 +750,8 @@ def why_cmd(preset, name, out, seed):
     named = [t for t in graph_nodes(loss) if t.name == name]
     if not named:
         names = list(dict.fromkeys(t.name for t in graph_nodes(loss) if t.name))
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise OneLineUsageError(f"--tensor: no tensor named {name!r} in preset {preset}; {hint}its names: {', '.join(names)}")
+        raise OneLineUsageError(f"--tensor: no tensor named {name!r} in preset {preset}; "
+                                f"{_did_you_mean(name, names)}its names: {', '.join(names)}")
     with _viz_errors():
         why = explain_grad(named[-1], loss)
         click.echo(str(why))
@@ -805,9 +809,8 @@ def figures_cmd(out_dir, names, seed, progress):
         raise OneLineUsageError("--out DIR is required: the folder to write into, e.g. tx figures --out docs/figures")
     for name in names:
         if name not in FIGURES:
-            close = difflib.get_close_matches(name, list(FIGURES), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise OneLineUsageError(f"--only: unknown figure {name!r}; {hint}valid names: {', '.join(FIGURES)}")
+            raise OneLineUsageError(f"--only: unknown figure {name!r}; {_did_you_mean(name, FIGURES)}"
+                                    f"valid names: {', '.join(FIGURES)}")
     out = _writable_dir(out_dir)
     start = time.perf_counter()
     with _viz_errors():

@@ -137,6 +137,28 @@ def test_one_and_two_threads_give_the_same_bits(approximate):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("op", ["layer_norm", "cross_entropy"])
+def test_row_sums_give_the_same_bits_on_one_and_two_threads(op):
+    """Their row sums may be reassociated (vectorised), but each row is still one thread's."""
+    pytest.importorskip("numba")
+    from tinygrad_tx import threads
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BIG // 97, 97)).astype(np.float32)            # rows of an odd width
+    w, b = rng.standard_normal(97).astype(np.float32), rng.standard_normal(97).astype(np.float32)
+    targets = rng.integers(0, 97, x.shape[0])
+    results = []
+    for n in (1, 2):
+        threads.set_threads(n)
+        with fused_ops():
+            ts = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+            y = F.layer_norm(*ts) if op == "layer_norm" else F.cross_entropy(ts[0], targets)
+            (y * y).sum().backward()
+        results.append([y.numpy()] + [t.grad for t in ts if t.grad is not None])
+    threads.set_threads(1)
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_float32_gelu_polynomial_phi_accuracy():
     """float32 GELU's Phi by A&S 7.1.26 (kernels/gelu.py): within 1e-7 of the exact Phi."""
     x = np.linspace(-9, 9, 30001)

@@ -231,6 +231,42 @@ def test_a_non_finite_gradient_norm_stops_the_run(tmp_path, monkeypatch):
         tiny_trainer(tmp_path).run()
 
 
+def test_optimizer_step_order_and_what_it_returns():
+    """The step both trainers share: the hooks run while the graph exists and just before the
+    update; the norm returned is the one before clipping."""
+    from tinygrad_tx import Tensor, optim
+    w = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)
+    seen = []
+    value, norm = train_mod.optimizer_step((w * w).sum() * 0.5, opt, 1.0, step=0,          # dL/dw = w
+                                           before_backward=lambda: seen.append(w.grad is None),
+                                           before_update=lambda: seen.append(w.grad.tolist()))
+    assert value == 12.5 and norm == pytest.approx(5.0)
+    assert seen[0] is True and np.allclose(seen[1], [0.6, 0.8], atol=1e-6)            # clipped to norm 1
+    assert np.allclose(w.data, [3 - 0.06, 4 - 0.08], atol=1e-6)
+    assert train_mod.optimizer_step((w * w).sum(), opt, 0, step=1)[1] is None           # grad_clip 0: no norm
+
+
+def test_optimizer_step_refuses_a_nan_loss_before_touching_the_weights():
+    from tinygrad_tx import Tensor, optim
+    w = Tensor(np.array([np.nan, 1.0]), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)
+    before = w.data.copy()
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 7"):
+        train_mod.optimizer_step(w.sum(), opt, 1.0, step=7, before_update=lambda: pytest.fail("updated"))
+    assert w.grad is None and np.array_equal(w.data, before, equal_nan=True)
+
+
+def test_the_reverse_task_stops_on_a_non_finite_gradient(monkeypatch):
+    import transformer.reverse_task as reverse_task
+
+    def clip(params, max_norm):
+        raise FloatingPointError("clip_grad_norm_: the gradient norm is inf")
+    monkeypatch.setattr(train_mod.optim, "clip_grad_norm_", clip)
+    with pytest.raises(TrainingDiverged, match="gradient norm became non-finite at step 0"):
+        reverse_task.train_reverse(steps=2, batch_size=2, max_len=3, n_eval=2, progress=False)
+
+
 def test_save_checkpoint_refuses_nan_and_keeps_the_previous_one(tmp_path):
     save_checkpoint(tmp_path, {"w": np.ones(3)}, {"step": 1})
     with pytest.raises(CheckpointError, match="NaN or inf"):

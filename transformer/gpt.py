@@ -10,6 +10,9 @@ from tinygrad_tx import Tensor, backend, functional as F, nn
 from .blocks import ACTIVATIONS, Block
 from .positional import SinusoidalPositions
 
+NORMS = ("pre", "post")                 # where each block's LayerNorm sits
+POSITIONS = ("learned", "sinusoidal")   # position embeddings: wpe or fixed sin/cos
+
 
 @dataclasses.dataclass
 class GPTConfig:
@@ -30,9 +33,9 @@ class GPTConfig:
     def __post_init__(self):
         problems = config_problems(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"),
                                    ("bias", "tie_weights", "causal"))
-        if self.norm not in ("pre", "post"):
+        if self.norm not in NORMS:
             problems.append(f"norm must be 'pre' or 'post', got {self.norm!r}")
-        if self.pos not in ("learned", "sinusoidal"):
+        if self.pos not in POSITIONS:
             problems.append(f"pos must be 'learned' or 'sinusoidal', got {self.pos!r}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")

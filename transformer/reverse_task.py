@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 from tinygrad_tx import backend, fused_ops, optim
 
 from .seq2seq import Transformer, TransformerConfig
-from .train import lr_at, TrainConfig
+from .train import lr_at, optimizer_step, TrainConfig
 
 PAD, BOS, EOS = 0, 1, 2
 DIGIT0 = 3                       # digits 0..9 are tokens 3..12
@@ -72,11 +72,8 @@ def _train(model, cfg, steps, batch_size, min_len, max_len, seed, n_eval, progre
         src, tgt_in, tgt_out = make_batch(rng, batch_size, min_len, max_len, held_out=False)
         opt.lr = lr_at(step, sched)
         _, loss = model(src, tgt_in, tgt_out)
-        opt.zero_grad()
-        loss.backward(leaves_only=True)
-        optim.clip_grad_norm_(opt.params(), 1.0)
-        opt.step()
-        losses.append(loss.item())
+        value, _ = optimizer_step(loss, opt, sched.grad_clip, step)     # clips at 1.0
+        losses.append(value)
     model.eval()
     src, _, tgt_out = make_batch(np.random.default_rng(seed + 1), n_eval, min_len, max_len, held_out=True)
     return model, {"train_loss": float(np.mean(losses[-20:])), "exact_match": exact_match(model, src, tgt_out)}

@@ -91,6 +91,32 @@ class TrainingDiverged(FloatingPointError):
     """The loss or the gradient norm became NaN or inf: training stopped, nothing was saved."""
 
 
+def optimizer_step(loss, optimizer, grad_clip, step, before_backward=None, before_update=None):
+    """One update from a scalar loss, shared by the GPT Trainer and the reverse task: backward
+    (parameters only), clip the gradients to a global norm of grad_clip (0: no clipping), step.
+    A NaN/inf loss or gradient norm raises TrainingDiverged naming `step` before anything
+    reaches the weights. `before_backward()` runs while the graph still exists (diagnostics);
+    `before_update()` just before the weights change. Returns (loss value, gradient norm
+    before clipping; None without clipping)."""
+    value = loss.item()
+    if not math.isfinite(value):             # stop before a NaN reaches the weights
+        raise TrainingDiverged(f"the loss became {value} at step {step}")
+    if before_backward:
+        before_backward()
+    optimizer.zero_grad()
+    loss.backward(leaves_only=True)          # only parameters need .grad here
+    norm = None
+    if grad_clip:
+        try:
+            norm = optim.clip_grad_norm_(optimizer.params(), grad_clip)
+        except FloatingPointError:
+            raise TrainingDiverged(f"the gradient norm became non-finite at step {step}") from None
+    if before_update:
+        before_update()
+    optimizer.step()
+    return value, norm
+
+
 def holds_run(out_dir):
     """Whether out_dir already holds a training run (a checkpoint or metrics)."""
     d = pathlib.Path(out_dir)
@@ -243,27 +269,18 @@ class Trainer:
         x, y = self.data.get_batch("train", self.cfg.batch_size, self.model.config.block_size, self.rng)
         self.optimizer.lr = lr_at(self.step, self.cfg)
         _, loss = self.model(x, y)
-        value = loss.item()
-        if not math.isfinite(value):             # stop before a NaN reaches the weights
-            raise TrainingDiverged(f"the loss became {value} at step {self.step}")
         watch = self.diagnostics is not None and self.step % self.cfg.diagnostics_interval == 0
-        if watch:
-            self.diagnostics.watch(loss)         # before backward frees the graph
-        self.optimizer.zero_grad()
-        loss.backward(leaves_only=True)          # only parameters need .grad here
-        norm = None
-        if self.cfg.grad_clip:
-            try:
-                norm = optim.clip_grad_norm_(self.optimizer.params(), self.cfg.grad_clip)
-            except FloatingPointError:
-                raise TrainingDiverged(f"the gradient norm became non-finite at step {self.step}") from None
-        self._updating = True                    # from here until step += 1 the state is half-updated
-        self.optimizer.step()
+        value, norm = optimizer_step(loss, self.optimizer, self.cfg.grad_clip, self.step,
+                                     before_backward=(lambda: self.diagnostics.watch(loss)) if watch else None,
+                                     before_update=self._begin_update)
         if watch:
             self.diagnostics.record(self.step, lr=self.optimizer.lr, grad_norm_before_clip=norm)
         self.step += 1
         self._step_start, self._updating = None, False
         return value
+
+    def _begin_update(self):
+        self._updating = True                    # from here until step += 1 the state is half-updated
 
     def run(self):
         keep_freed_memory()

@@ -36,21 +36,29 @@ _warned = False
 PARALLEL_MIN_ELEMENTS = 1 << 18     # below this a kernel runs on one thread (see rows_kernel)
 
 
-def rows_kernel(fn):
+def rows_kernel(fn=None, *, reductions=False, parallel=True):
     """numba.njit(parallel=True, cache=True, fastmath=False): `prange` loops share their rows
-    among numba's threads; fastmath stays off so results do not depend on the thread count or
-    on reassociation; error_model="numpy": x / 0 is inf or nan, as in numpy, not an exception.
+    among numba's threads; error_model="numpy": x / 0 is inf or nan, as in numpy, not an
+    exception. fastmath stays off, except that `reductions=True` (a kernel whose rows end in a
+    sum or a max: layer norm, softmax, cross-entropy) lets LLVM reassociate (fastmath=
+    {"reassoc"}), so a row sum runs as SIMD partial sums instead of a chain of dependent scalar
+    adds, 3-4x faster (bench/RESULTS.md). Every row is still one thread's, so the thread count
+    cannot change a result, and the float64 accumulators make the order of adds matter little.
+    `parallel=False`: a plain loop, no prange (one whose every row adds into the same outputs).
     A call whose largest array has fewer than PARALLEL_MIN_ELEMENTS elements runs on one
     thread: starting and joining a parallel region costs more than a second core saves there
     (the baby GPT's step: 30.9 ms with one kernel thread, 32.2 ms with two; bench/RESULTS.md).
     Without numba the function stays plain Python (and is never called on arrays: the fused
     ops use the xp formulation then)."""
+    if fn is None:                              # @rows_kernel(reductions=True)
+        return functools.partial(rows_kernel, reductions=reductions, parallel=parallel)
     if numba is None:
         return fn
+    options = dict(parallel=parallel, fastmath={"reassoc"} if reductions else False, error_model="numpy")
     try:
-        kernel = numba.njit(parallel=True, cache=True, fastmath=False, error_model="numpy")(fn)
+        kernel = numba.njit(cache=True, **options)(fn)
     except RuntimeError:                        # no writable cache location: compile per process
-        kernel = numba.njit(parallel=True, cache=False, fastmath=False, error_model="numpy")(fn)
+        kernel = numba.njit(cache=False, **options)(fn)
 
     @functools.wraps(fn)
     def run(*args):

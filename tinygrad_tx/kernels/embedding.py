@@ -1,22 +1,18 @@
 """The gradient of an embedding lookup (fused.Embedding): dW[ids[n]] += dL/dy[n]."""
-from . import prange, rows_kernel
-
-CHANNELS_PER_TASK = 16
+from . import rows_kernel
 
 
-@rows_kernel
+@rows_kernel(parallel=False)
 def embedding_backward(ids, g, dw):
     """dW (V, C), zeroed by the caller;  dW[ids[n], :] += g[n, :] for every token n (a token
-    that appears k times gets the sum of its k gradients). prange over slices of the C
-    channels: each thread owns its columns, so no two threads add into the same element."""
+    that appears k times gets the sum of its k gradients). One plain loop over the tokens:
+    two of them may add into the same row, so they cannot be shared among threads; along a
+    row the channels vectorise (faster on one thread than channel slices on prange)."""
     N, C = g.shape
-    for task in prange((C + CHANNELS_PER_TASK - 1) // CHANNELS_PER_TASK):
-        c0 = task * CHANNELS_PER_TASK
-        c1 = min(c0 + CHANNELS_PER_TASK, C)
-        for n in range(N):
-            row = ids[n]
-            for c in range(c0, c1):
-                dw[row, c] += g[n, c]
+    for n in range(N):
+        row = ids[n]
+        for c in range(C):
+            dw[row, c] += g[n, c]
 
 
 # ----------------------------------------------------------------------------- xp reference

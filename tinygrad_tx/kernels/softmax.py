@@ -16,7 +16,7 @@ def masked_softmax_forward(xp, x, blocked, scale, y):
     normalise_rows(y.reshape(-1, y.shape[-1]))
 
 
-@rows_kernel
+@rows_kernel(reductions=True)
 def scores_minus_max(x, blocked, scale, z):
     """z[n, i, j] = scale * x[n, i, j] - max_j(allowed scale * x[n, i, :]), -inf where blocked
     (and in a row with every key blocked). Subtracting the max keeps exp from overflowing."""
@@ -27,13 +27,12 @@ def scores_minus_max(x, blocked, scale, z):
         nb = 0 if shared else n
         maxval = -math.inf
         for j in range(Tk):
-            if not blocked[nb, i, j] and scale * x[n, i, j] > maxval:
-                maxval = scale * x[n, i, j]
+            maxval = max(maxval, -math.inf if blocked[nb, i, j] else scale * x[n, i, j])
         for j in range(Tk):
             z[n, i, j] = -math.inf if blocked[nb, i, j] or maxval == -math.inf else scale * x[n, i, j] - maxval
 
 
-@rows_kernel
+@rows_kernel(reductions=True)
 def normalise_rows(e):
     """e[r, :] /= sum(e[r, :]); a row of zeros (every key blocked) stays zeros, not 0/0."""
     R, T = e.shape
@@ -47,7 +46,7 @@ def normalise_rows(e):
                 e[r, j] *= inv
 
 
-@rows_kernel
+@rows_kernel(reductions=True)
 def softmax_backward(y, g, scale, dx):
     """Rows (R, T): dL/dx = scale * y * (dL/dy - sum_j dL/dy_j y_j)
     (the Jacobian diag(y) - y y^T applied to dL/dy; blocked keys have y = 0, so get 0).

@@ -192,7 +192,7 @@ class CrossEntropy(Function):
         safe = xp.where(valid, targets, 0)                                  # (N,) an index for every row
         if kernels.compiled(logits, safe, valid):
             probs, losses = xp.empty_like(logits), xp.empty(logits.shape[0], dtype=logits.dtype)
-            ce_k.cross_entropy_forward(logits, safe, valid, probs, losses)
+            ce_k.cross_entropy_forward(xp, logits, safe, valid, probs, losses)
         else:
             probs, losses = ce_k.cross_entropy_forward_xp(xp, logits, safe, valid)
         self.n = int(valid.sum())
