@@ -175,5 +175,27 @@ def log_softmax(x, axis=-1):
     return (z - lse).named("log_softmax")
 
 
+def attention_weights(q, k, mask=None, scale=1.0):
+    """The attention weights softmax(mask(q k^T * scale)): q (.., Tq, hs), k (.., Tk, hs) ->
+    (.., Tq, Tk). mask: a boolean array (True = blocked) broadcastable to the scores, already
+    checked by the caller (transformer.attention.check_mask). Blocked scores become -inf BEFORE
+    the softmax, so their weight is exactly 0 and they pass exactly 0 gradient.
+    A row with EVERY key blocked (a query with nothing to look at) would be softmax of all -inf
+    = 0/0 = NaN: such rows are left unmasked for the softmax and their weights then set to 0,
+    so the output there is 0 and no gradient flows through them.
+    Fused: one node, ops/fused.py AttentionWeights (hand-derived backward)."""
+    if is_fused():
+        return fused.AttentionWeights.apply(q, k, mask=mask, scale=scale)
+    scores = ((q @ k.swapaxes(-1, -2).named("kT")) * scale).named("scores")     # (.., Tq, Tk)
+    if mask is None:
+        return scores.softmax(axis=-1).named("weights")
+    dead = mask.all(axis=-1, keepdims=True)                                     # (.., Tq, 1)
+    blocked = Tensor(mask & ~dead, name="mask")                                 # (.., Tq, Tk)
+    weights = scores.masked_fill(blocked, float("-inf")).named("masked_scores").softmax(axis=-1)
+    if dead.any():
+        weights = weights.masked_fill(Tensor(dead, name="dead rows"), 0.0)
+    return weights.named("weights")
+
+
 __all__ = ["linear", "cross_entropy", "layer_norm", "dropout", "embedding", "gelu", "softmax", "log_softmax",
-           "where"]
+           "attention_weights", "where"]

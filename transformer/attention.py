@@ -8,7 +8,8 @@ import math
 import numbers
 
 from tinygrad_tx import Tensor, backend, concat, is_fused, nn
-from tinygrad_tx.ops.fused import AttentionWeights, SelfAttention
+from tinygrad_tx import functional as F
+from tinygrad_tx.ops.fused import SelfAttention
 
 from .masks import causal_mask, combine_masks
 
@@ -54,23 +55,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     check_mask(mask, _check_qkv(q, k, v), "attention")                 # the same for both paths
     if mask is not None:
         mask = backend.to_device(mask, q.device)
-    if is_fused():      # one op: q k^T, scale, mask, softmax (dead rows give 0), hand-derived backward
-        weights = AttentionWeights.apply(q, k, mask=mask, scale=1.0 / math.sqrt(hs))
-        return (dropout(weights) if dropout else weights) @ v, weights
-    scores = ((q @ k.swapaxes(-1, -2).named("kT")) * (1.0 / math.sqrt(hs))).named("scores")   # (.., Tq, Tk)
-    if mask is None:
-        weights = scores.softmax(axis=-1).named("weights")         # (.., Tq, Tk)
-        return (dropout(weights) if dropout else weights) @ v, weights
-    # A row with EVERY key blocked (e.g. a query at a padding position) would be softmax of
-    # all -inf = 0/0 = NaN. We leave such rows unmasked for the softmax and then zero their
-    # weights: the output there is 0 and no gradient flows through them.
-    dead = mask.all(axis=-1, keepdims=True)                        # (.., Tq, 1)
-    blocked = Tensor(mask & ~dead, name="mask")                    # (.., Tq, Tk)
-    scores = scores.masked_fill(blocked, float("-inf")).named("masked_scores")
-    weights = scores.softmax(axis=-1)
-    if dead.any():
-        weights = weights.masked_fill(Tensor(dead, name="dead rows"), 0.0)
-    weights.named("weights")
+    weights = F.attention_weights(q, k, mask, scale=1.0 / math.sqrt(hs))   # (.., Tq, Tk); fused: one node
     return (dropout(weights) if dropout else weights) @ v, weights   # (.., Tq, hs), (.., Tq, Tk)
 
 

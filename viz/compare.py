@@ -186,23 +186,15 @@ def numeric_grads(loss, eps=1e-6):
 
 
 # ----------------------------------------------------------------------------- composed
-def _attention_weights(q, k, mask, scale):
-    """softmax(mask(q k^T * scale)) from primitives, dead rows (every key blocked) zeroed, as
-    transformer.scaled_dot_product_attention writes it."""
-    s = (q @ k.swapaxes(-1, -2)) * scale                               # (.., Tq, Tk)
-    if mask is None:
-        return s.softmax(axis=-1)
-    mask = _np(mask)
-    dead = mask.all(axis=-1, keepdims=True)                            # (.., Tq, 1)
-    w = s.masked_fill(Tensor(mask & ~dead), float("-inf")).softmax(axis=-1)
-    return w.masked_fill(Tensor(dead), 0.0) if dead.any() else w
+def _mask(mask):
+    return None if mask is None else _np(mask)
 
 
 def _self_attention(qkv, n_head, mask=None, scale=1.0, weights=None):
     B, T, C3 = qkv.shape
     C = C3 // 3
     heads = [x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3) for x in qkv.split(C, axis=-1)]
-    y = _attention_weights(heads[0], heads[1], mask, scale) @ heads[2]          # (B, H, T, hs)
+    y = F.attention_weights(heads[0], heads[1], _mask(mask), scale) @ heads[2]  # (B, H, T, hs)
     return y.transpose(0, 2, 1, 3).reshape(B, T, C)
 
 
@@ -223,7 +215,7 @@ COMPOSED = {      # fused op -> its composed version, from primitives (keyword a
     "Gelu": lambda x, approximate="none": x.gelu(approximate),
     "Embedding": lambda w, ids: w[_np(ids)],
     "CrossEntropy": _cross_entropy,
-    "AttentionWeights": lambda q, k, mask=None, scale=1.0: _attention_weights(q, k, mask, scale),
+    "AttentionWeights": lambda q, k, mask=None, scale=1.0: F.attention_weights(q, k, _mask(mask), scale),
     "SelfAttention": _self_attention,
 }
 
