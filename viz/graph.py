@@ -21,7 +21,7 @@ from tinygrad_tx.autograd import toposort
 
 from .explain import Explanation, explain_grad
 from .graphviz_program import svg_of_source, run_layout
-from .labels import label_of
+from .labels import label_of, number
 
 # ----------------------------------------------------------------------------- colours
 FONT = "Helvetica"
@@ -240,16 +240,6 @@ ROW_WRAP = 8                # a 1-D grid wraps after this many elements
 COL_WRAP = 16               # a wider matrix is drawn as stacked blocks of this many columns
 
 
-def _num(x):
-    """One number for a label: 4 significant digits, -0 printed as 0, inf / -inf / nan as such."""
-    if isinstance(x, (bool, np.bool_)):
-        return str(bool(x))
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    x = float(x)
-    return "0" if x == 0 else f"{x:.4g}"
-
-
 def format_stats(arr):
     """mean/std/min/max of an array as two lines joined by '\\n' (counts for bool, min/max for
     ints; -inf / +inf / nan are counted apart from the finite values)."""
@@ -259,7 +249,7 @@ def format_stats(arr):
     if a.dtype == bool:
         return f"{int(a.sum())} of {a.size} True"
     if a.dtype.kind in "iu":
-        return f"min {_num(a.min())}  max {_num(a.max())}"
+        return f"min {number(a.min())}  max {number(a.max())}"
     finite = a[np.isfinite(a)]
     extra = ""
     if finite.size < a.size:
@@ -267,8 +257,8 @@ def format_stats(arr):
         extra = "\n" + ", ".join(f"{n} {what}" for n, what in counts if n)
         if finite.size == 0:
             return extra.strip()
-    return (f"mean {_num(finite.mean())}  std {_num(finite.std())}\n"
-            f"min {_num(finite.min())}  max {_num(finite.max())}{extra}")
+    return (f"mean {number(finite.mean())}  std {number(finite.std())}\n"
+            f"min {number(finite.min())}  max {number(finite.max())}{extra}")
 
 
 def _shows_grid(size, values, max_elements):
@@ -286,7 +276,7 @@ def format_grid(arr, color=None, caption=""):
     ("[:, 16:32]"). `caption` is a first row. Small font, tight padding."""
     a = backend.to_numpy(arr)
     if a.ndim == 1 and a.size > ROW_WRAP:
-        cells = [[f'<FONT COLOR="#888888">[{r}]</FONT>'] + [esc(_num(x)) for x in a[r:r + ROW_WRAP]]
+        cells = [[f'<FONT COLOR="#888888">[{r}]</FONT>'] + [esc(number(x)) for x in a[r:r + ROW_WRAP]]
                  for r in range(0, a.size, ROW_WRAP)]
         blocks = [("", cells)]
     else:
@@ -297,7 +287,7 @@ def format_grid(arr, color=None, caption=""):
             for c in range(0, m.shape[1], COL_WRAP):
                 cols = f"{c}:{min(c + COL_WRAP, m.shape[1])}" if m.shape[1] > COL_WRAP else ":"
                 head = ", ".join([str(i) for i in where] + [":", cols]) if where or cols != ":" else ""
-                blocks.append((f"[{head}]" if head else "", [[esc(_num(x)) for x in row[c:c + COL_WRAP]] for row in m]))
+                blocks.append((f"[{head}]" if head else "", [[esc(number(x)) for x in row[c:c + COL_WRAP]] for row in m]))
     width = max(len(r) for _, cells in blocks for r in cells)
     rows = [f'<TR><TD COLSPAN="{width}" ALIGN="LEFT">{esc(caption)}</TD></TR>'] if caption else []
     for head, cells in blocks:

@@ -10,6 +10,8 @@ shape (`const (4, 4)`). Inside an expression a dotted parameter name keeps its l
 Reads only public attributes: `t.name`, `t.op` (its `name` and `args`), `t.parents`, `t.data`,
 `t.shape`, `t.requires_grad`.
 """
+import numpy as np
+
 from tinygrad_tx import backend
 
 INFIX = {"Add": ("+", 1), "Sub": ("-", 1), "Mul": ("*", 2), "Div": ("/", 2), "MatMul": ("@", 2)}
@@ -42,16 +44,19 @@ def _inner(t, depth):
 
 def _leaf(t):
     if t.size == 1:
-        return _num(backend.to_numpy(t.data).reshape(()).item())
+        return number(backend.to_numpy(t.data).reshape(()).item())
     return f"{'leaf' if t.requires_grad else 'const'} {tuple(t.shape)}"
 
 
-def _num(x):
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    return f"{x:.4g}"
+def number(x):
+    """One number as every drawing and printout of viz writes it: 4 significant digits, -0 as 0,
+    inf / -inf / nan as such; ints and bools as they are."""
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    return "0" if x == 0 else f"{x:.4g}"
 
 
 def _made(t, depth):
@@ -67,7 +72,7 @@ def _made(t, depth):
         return f"-{_wrap(args[0]) if _is_infix(args[0]) else args[0]}"
     if op == "Pow":
         base = _wrap(args[0]) if _is_infix(args[0]) else args[0]
-        return f"{base}^{_num(t.op.args['exponent'])}"
+        return f"{base}^{number(t.op.args['exponent'])}"
     if op in CALLS:
         return f"{op.lower()}({args[0]})"
     if op in ("Sum", "Max"):
@@ -80,7 +85,7 @@ def _made(t, depth):
     if op == "GetItem":
         return f"{args[0]}[...]"
     if op == "MaskedFill":
-        return f"masked_fill({args[0]}, {_num(float(t.op.args['value']))})"
+        return f"masked_fill({args[0]}, {number(float(t.op.args['value']))})"
     if op == "ToDevice":
         return f"{args[0]}.to({t.op.args['device']})"
     return f"{op.lower()}({', '.join(args)})"       # Concat, Stack, Where, the fused ops

@@ -20,7 +20,7 @@ from tinygrad_tx import Tensor, backend
 from tinygrad_tx.autograd import backward_steps
 
 from .graph import draw_graph
-from .labels import label_of
+from .labels import label_of, number
 
 
 @dataclasses.dataclass
@@ -100,19 +100,9 @@ def _tname(t):
 SMALL = 64              # arrays with at most this many elements are printed whole
 
 
-def _num(x):
-    """4 significant digits; -0 prints as 0."""
-    if isinstance(x, (bool, np.bool_)):
-        return str(bool(x))
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    text = f"{float(x):.4g}"
-    return "0" if text == "-0" else text
-
-
 def _rows(m):
     """A 2-d array as text rows, columns right-aligned: [[ 1  -0.5], [ 2  3 ]]."""
-    cells = [[_num(x) for x in row] for row in m.tolist()]
+    cells = [[number(x) for x in row] for row in m.tolist()]
     widths = [max(len(r[c]) for r in cells) for c in range(m.shape[1])]
     body = ["[" + "  ".join(v.rjust(w) for v, w in zip(r, widths)) + "]" for r in cells]
     return [("[" if i == 0 else " ") + b + ("]" if i == len(body) - 1 else "") for i, b in enumerate(body)]
@@ -123,7 +113,7 @@ def grid(a):
     axes beyond two are spelled out: "[0, :, :] =" then that matrix."""
     a = np.asarray(a)
     if a.ndim == 0:
-        return [_num(a.item())]
+        return [number(a.item())]
     if a.ndim == 1:
         return [_rows(a[None, :])[0][1:-1]]                 # one row: [1  -0.5  2]
     if a.ndim == 2:
@@ -139,7 +129,7 @@ def _values(g):
     """A gradient for the terminal: one number inline; up to 64 every number, each row on its
     own line; larger its norm and the first few values."""
     if g.size == 1:
-        return f" = {_num(g.reshape(-1)[0])}", []
+        return f" = {number(g.reshape(-1)[0])}", []
     if g.size <= SMALL:
         return f"  |g| = {_norm(g):.4g}", ["      " + line for line in grid(g)]
     return f"  |g| = {_norm(g):.4g}  {_preview(g)}", []
@@ -202,12 +192,12 @@ def plugged(step):
         vals.update(p=op.args["exponent"], pm1=op.args["exponent"] - 1)
     if op.name == "Relu":
         vals["step"] = int(vals["x"] > 0)
-    text = {k: _num(v) for k, v in vals.items()}
+    text = {k: number(v) for k, v in vals.items()}
     text.update({k + "_": f"({t})" if t.startswith("-") else t for k, t in text.items()})
     lines = []
     for sym, (p, pg), (rule, numbers) in zip(ins, step.parent_grads, rules):
         if pg is not None:
-            numbers, result = numbers.format(**text), _num(pg.item())
+            numbers, result = numbers.format(**text), number(pg.item())
             lines.append(f"dL/d{sym} = {rule} = {numbers}" + (f" = {result}" if numbers != result else ""))
     return lines
 
@@ -240,7 +230,7 @@ def format_step(step, total=None):
     where = [f"{sym} = input {j} {_tname(p)} {tuple(p.shape)}" for j, (sym, p) in enumerate(zip(ins, step.op.parents))]
     where.append(f"{y} = the output {_tname(out)} {tuple(out.shape)}")
     if step.op.name == "Pow":
-        where.append(f"p = {_num(step.op.args['exponent'])}")
+        where.append(f"p = {number(step.op.args['exponent'])}")
     lines.append("  where " + ",  ".join(where))
     head, rows = _values(step.grad_out)
     lines += [f"  grad arriving  dL/d{y} {tuple(step.grad_out.shape)}{head}", f"    {_arrivals(step, y)}"] + rows
