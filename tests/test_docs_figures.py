@@ -296,3 +296,22 @@ def test_leakage_and_cross_attention_show_what_the_text_says(built):
     last = weights[-1][:, :n, :]                                      # (H, n, S): queries that output a digit
     anti = np.arange(n)[::-1]
     assert any(np.array_equal(head.argmax(axis=-1), anti) for head in last)
+
+
+def test_make_figures_builds_on_one_thread_and_restores_the_count(tmp_path, monkeypatch):
+    """The trained figures must not depend on the machine's load (the default thread count
+    follows it, and a sum over more threads rounds differently)."""
+    from tinygrad_tx import threads
+    from viz import figures
+    seen = []
+
+    def builder(out, seed):
+        seen.append(threads.num_threads())
+        return out / "probe.txt"
+    monkeypatch.setitem(figures.FIGURES, "probe.txt", ("test", "probe", builder))
+    threads.set_threads(2)
+    try:
+        figures.make_figures(tmp_path, names=["probe.txt"], progress=False)
+        assert seen == [1] and threads.num_threads() == 2
+    finally:
+        threads.set_threads(None)

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from tqdm.auto import tqdm
 
-from tinygrad_tx import Tensor, backend, functional as F, fused_ops, no_grad
+from tinygrad_tx import Tensor, backend, functional as F, fused_ops, no_grad, threads
 from transformer import GPTConfig, TextDataset, TrainConfig, Trainer, causal_mask, generate
 from transformer import reverse_task
 
@@ -373,11 +373,18 @@ def make_figures(out_dir, names=None, progress=True, seed=0):
     out.mkdir(parents=True, exist_ok=True)
     written = []
     bar = tqdm(names, desc="figures", unit="fig", disable=not progress, dynamic_ncols=True)
-    with backend.fork_rng(seed):                  # training reseeds the engine: give the caller its state back
-        for name in bar:
-            bar.set_postfix_str(name)
-            written.append(pathlib.Path(FIGURES[name][2](out, seed)))
-    bar.close()
+    # one thread: a sum split over more threads rounds differently, and the default count
+    # follows the machine's load, so the trained figures would change from run to run
+    before = threads.num_threads()
+    threads.set_threads(1)
+    try:
+        with backend.fork_rng(seed):              # training reseeds the engine: give the caller its state back
+            for name in bar:
+                bar.set_postfix_str(name)
+                written.append(pathlib.Path(FIGURES[name][2](out, seed)))
+    finally:
+        threads.set_threads(before)
+        bar.close()
     return written
 
 
