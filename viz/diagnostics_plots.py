@@ -41,15 +41,20 @@ def grad_heatmap_panel(ax, records, fig=None):
     names = list(records[-1].get("params") or {}) if records else []
     grid = np.array([[((r.get("params") or {}).get(n) or {}).get("grad_norm") or np.nan for r in records] for n in names], float)
     finite = grid[np.isfinite(grid) & (grid > 0)]
-    if finite.size:
-        im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis",
-                       norm=LogNorm(vmin=finite.min(), vmax=finite.max()),
-                       extent=(records[0]["step"] - 0.5, records[-1]["step"] + 0.5, len(names) - 0.5, -0.5))
-        if fig is not None:
-            fig.colorbar(im, ax=ax, label="gradient norm (log)")
-    ax.set_yticks(range(len(names)), names, fontsize=5 if len(names) > 20 else 8)
-    ax.set_xlabel("step")
+    norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
+    _step_heatmap(ax, fig, grid if finite.size else None, records, names, "viridis", norm, "gradient norm (log)", 20)
     ax.set_title("gradient norm per parameter over steps")
+
+
+def _step_heatmap(ax, fig, grid, records, labels, cmap, norm, bar_label, crowded):
+    """rows x recorded steps as an image (grid None: axes only), one labelled row each."""
+    if grid is not None:
+        im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
+                       extent=(records[0]["step"] - 0.5, records[-1]["step"] + 0.5, len(labels) - 0.5, -0.5))
+        if fig is not None:
+            fig.colorbar(im, ax=ax, label=bar_label)
+    ax.set_yticks(range(len(labels)), labels, fontsize=5 if len(labels) > crowded else 8)
+    ax.set_xlabel("step")
 
 
 def update_ratio_panel(ax, records):
@@ -78,12 +83,7 @@ def entropy_panel(ax, records, fig=None):
     grid = np.array([[e for k in layers for e in (r["attention"].get(k, {}).get("entropy")
                                                   or [np.nan] * len(recs[-1]["attention"][k]["entropy"]))]
                      for r in recs], float).T                           # (layers x heads, steps)
-    im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="magma",
-                   extent=(recs[0]["step"] - 0.5, recs[-1]["step"] + 0.5, len(labels) - 0.5, -0.5))
-    if fig is not None:
-        fig.colorbar(im, ax=ax, label="entropy (nats)")
-    ax.set_yticks(range(len(labels)), labels, fontsize=6 if len(labels) > 16 else 8)
-    ax.set_xlabel("step")
+    _step_heatmap(ax, fig, grid, recs, labels, "magma", None, "entropy (nats)", 16)
     ax.set_title("attention entropy per layer and head")
 
 
